@@ -1,0 +1,55 @@
+package router
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors; check them with errors.Is.
+var (
+	// ErrClosed is returned once the router has been closed.
+	ErrClosed = errors.New("arbor: router closed")
+	// ErrDead matches every *DeadError.
+	ErrDead = errors.New("arbor: message not delivered")
+	// ErrDisconnected matches every *DisconnectError.
+	ErrDisconnected = errors.New("arbor: node disconnected")
+	// ErrNoParent is returned by operations that need the root when a node
+	// has no parent link.
+	ErrNoParent = errors.New("arbor: no parent link")
+)
+
+// Reasons carried by dead replies. Callers match them with
+// DeadError.Reason or errors.Is(err, ErrDead).
+const (
+	ReasonInvalidHandle = "invalid handle"
+	ReasonRefused       = "refused by policy"
+)
+
+// DeadError is a dead reply: the message could not be delivered, and Node
+// says which node gave up on it and why.
+type DeadError struct {
+	Node   uint32 // the node that produced the dead reply
+	Reason string // e.g. "invalid handle", "no route to 7, my ID is 3"
+}
+
+func (e *DeadError) Error() string {
+	return fmt.Sprintf("arbor: message not delivered (node %d): %s", e.Node, e.Reason)
+}
+
+func (e *DeadError) Is(target error) bool { return target == ErrDead }
+
+// DisconnectError fails a pending reply when the node it waits on is gone.
+type DisconnectError struct {
+	ID    uint32 // the lost node
+	Name  string // its name, when known
+	Cause string // which hop died and why, e.g. "link from node 2 to node 5 lost: EOF"
+}
+
+func (e *DisconnectError) Error() string {
+	if e.Name != "" {
+		return fmt.Sprintf("arbor: node %d (%s) disconnected: %s", e.ID, e.Name, e.Cause)
+	}
+	return fmt.Sprintf("arbor: node %d disconnected: %s", e.ID, e.Cause)
+}
+
+func (e *DisconnectError) Is(target error) bool { return target == ErrDisconnected }

@@ -1,0 +1,100 @@
+package router
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+
+	"github.com/arbor-project/arbor/stream/wire"
+)
+
+// idAllocator hands out node IDs for this node's children. The root counts
+// from 1; every other node takes blocks of wire.IDBlockSize from the root,
+// so spawning a child costs a round trip to the root once per block. IDs
+// are never reused.
+type idAllocator struct {
+	r    *Router
+	mu   sync.Mutex
+	next uint32 // next free ID (the root's counter, or within the block)
+	end  uint32 // end of the current block (exclusive); unused at the root
+}
+
+func (a *idAllocator) init(r *Router) {
+	a.r = r
+	if r.id == wire.RootID {
+		a.next = 1
+	}
+}
+
+// take reserves n consecutive IDs at the root.
+func (a *idAllocator) take(n uint32) (uint32, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if uint64(a.next)+uint64(n) > math.MaxUint32 {
+		return 0, fmt.Errorf("arbor: node ID space exhausted")
+	}
+	start := a.next
+	a.next += n
+	return start, nil
+}
+
+// AllocateID returns a fresh node ID for a child of this node. At the root
+// it never blocks; elsewhere it may ask the root for a new block, and
+// returns when the reply comes, ctx ends or the root becomes unreachable.
+func (r *Router) AllocateID(ctx context.Context) (uint32, error) {
+	a := &r.ids
+	if r.id == wire.RootID {
+		return a.take(1)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.next < a.end {
+		id := a.next
+		a.next++
+		return id, nil
+	}
+	body, err := wire.Marshal(wire.AllocateIDRequest{Count: wire.IDBlockSize})
+	if err != nil {
+		return 0, err
+	}
+	reply, err := r.Request(ctx, wire.RootID, wire.HandleAllocateID, body)
+	if err != nil {
+		return 0, fmt.Errorf("arbor: node %d: allocating IDs from the root: %w", r.id, err)
+	}
+	var blk wire.IDBlock
+	if err := wire.Unmarshal(reply.Payload, &blk); err != nil {
+		return 0, fmt.Errorf("arbor: node %d: ID block from the root: %w", r.id, err)
+	}
+	if blk.Count == 0 || uint64(blk.Start)+uint64(blk.Count) > math.MaxUint32 || blk.Start == wire.RootID {
+		return 0, fmt.Errorf("arbor: node %d: root sent a bad ID block [%d, +%d)", r.id, blk.Start, blk.Count)
+	}
+	a.next, a.end = blk.Start+1, blk.Start+blk.Count
+	return blk.Start, nil
+}
+
+// handleAllocateID runs at the root: it answers a descendant's ALLOCATE_ID.
+func (r *Router) handleAllocateID(m *Message) {
+	var req wire.AllocateIDRequest
+	if err := wire.Unmarshal(m.Payload, &req); err != nil {
+		r.ReplyError(m, err.Error())
+		return
+	}
+	n := req.Count
+	if n == 0 || n > wire.IDBlockSize {
+		n = wire.IDBlockSize
+	}
+	start, err := r.ids.take(n)
+	if err != nil {
+		r.ReplyError(m, err.Error())
+		return
+	}
+	body, err := wire.Marshal(wire.IDBlock{Start: start, Count: n})
+	if err != nil {
+		r.ReplyError(m, err.Error())
+		return
+	}
+	if err := r.Reply(m, body); err != nil {
+		r.log.Warn("could not answer ALLOCATE_ID", "to", m.Src, "error", err)
+	}
+}

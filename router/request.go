@@ -1,0 +1,172 @@
+package router
+
+import (
+	"context"
+
+	"github.com/arbor-project/arbor/stream/wire"
+)
+
+// waiter is a pending request: it waits for one reply from dst.
+type waiter struct {
+	handle uint32
+	dst    uint32
+	ch     chan result // buffered 1: delivery never blocks
+}
+
+type result struct {
+	msg *Message
+	err error
+}
+
+// Request sends payload to handle on dst and waits for one reply. It
+// returns when the reply arrives, a dead reply arrives (*DeadError), dst
+// disconnects (*DisconnectError), ctx ends, or the router closes.
+func (r *Router) Request(ctx context.Context, dst, handle uint32, payload []byte) (*Message, error) {
+	w, err := r.Begin(dst, handle, payload)
+	if err != nil {
+		return nil, err
+	}
+	return w.Wait(ctx)
+}
+
+// Pending is a request whose reply has not been read yet.
+type Pending struct {
+	r *Router
+	w *waiter
+}
+
+// Begin sends a request and returns at once; Wait collects the reply.
+func (r *Router) Begin(dst, handle uint32, payload []byte) (*Pending, error) {
+	w := &waiter{handle: r.NewHandle(), dst: dst, ch: make(chan result, 1)}
+	r.wmu.Lock()
+	r.waiters[w.handle] = w
+	set := r.byDst[dst]
+	if set == nil {
+		set = make(map[uint32]*waiter)
+		r.byDst[dst] = set
+	}
+	set[w.handle] = w
+	r.wmu.Unlock()
+	if err := r.Send(wire.Header{Dst: dst, Handle: handle, ReplyTo: w.handle}, payload); err != nil {
+		r.removeWaiter(w)
+		return nil, err
+	}
+	return &Pending{r: r, w: w}, nil
+}
+
+// ReplyHandle is the handle the reply will arrive on.
+func (p *Pending) ReplyHandle() uint32 { return p.w.handle }
+
+// Wait blocks until the reply, a failure, ctx's end or the router's close.
+func (p *Pending) Wait(ctx context.Context) (*Message, error) {
+	select {
+	case res := <-p.w.ch:
+		return res.msg, res.err
+	case <-ctx.Done():
+		p.r.removeWaiter(p.w)
+		return nil, ctx.Err()
+	case <-p.r.closed:
+		p.r.removeWaiter(p.w)
+		return nil, ErrClosed
+	}
+}
+
+func (r *Router) removeWaiter(w *waiter) bool {
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	if _, ok := r.waiters[w.handle]; !ok {
+		return false
+	}
+	delete(r.waiters, w.handle)
+	if set := r.byDst[w.dst]; set != nil {
+		delete(set, w.handle)
+		if len(set) == 0 {
+			delete(r.byDst, w.dst)
+		}
+	}
+	return true
+}
+
+// deliverReply completes the waiter m answers. It reports false when no
+// waiter holds m's handle.
+func (r *Router) deliverReply(m *Message) bool {
+	r.wmu.Lock()
+	w, ok := r.waiters[m.Handle]
+	if !ok {
+		r.wmu.Unlock()
+		return false
+	}
+	if m.Src != w.dst && !m.IsDead() {
+		r.wmu.Unlock()
+		r.log.Warn("dropped reply from the wrong node", "handle", m.Handle, "src", m.Src, "want", w.dst)
+		return true
+	}
+	delete(r.waiters, w.handle)
+	if set := r.byDst[w.dst]; set != nil {
+		delete(set, w.handle)
+		if len(set) == 0 {
+			delete(r.byDst, w.dst)
+		}
+	}
+	r.wmu.Unlock()
+	if m.IsDead() {
+		reason, err := wire.DecodeDeadReason(m.Payload)
+		if err != nil {
+			reason = "undecodable dead reply: " + err.Error()
+		}
+		w.ch <- result{err: &DeadError{Node: m.Src, Reason: reason}}
+		return true
+	}
+	w.ch <- result{msg: m}
+	return true
+}
+
+// FailPending fails every request waiting on node id with err, at once.
+// The RouteMonitor calls it when id disconnects.
+func (r *Router) FailPending(id uint32, err error) int {
+	r.wmu.Lock()
+	set := r.byDst[id]
+	delete(r.byDst, id)
+	for h := range set {
+		delete(r.waiters, h)
+	}
+	r.wmu.Unlock()
+	for _, w := range set {
+		w.ch <- result{err: err}
+	}
+	return len(set)
+}
+
+// FailPendingExcept fails every request waiting on a node for which keep
+// returns false. Used when the parent link is lost: only nodes routed
+// through children stay reachable.
+func (r *Router) FailPendingExcept(keep func(id uint32) bool, err func(id uint32) error) int {
+	r.wmu.Lock()
+	var lost []*waiter
+	for dst, set := range r.byDst {
+		if keep(dst) {
+			continue
+		}
+		for h, w := range set {
+			delete(r.waiters, h)
+			lost = append(lost, w)
+		}
+		delete(r.byDst, dst)
+	}
+	r.wmu.Unlock()
+	for _, w := range lost {
+		w.ch <- result{err: err(w.dst)}
+	}
+	return len(lost)
+}
+
+func (r *Router) failAll(err error) {
+	r.FailPendingExcept(func(uint32) bool { return false }, func(uint32) error { return err })
+}
+
+// PendingCount is the number of requests waiting for replies.
+func (r *Router) PendingCount() int {
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	return len(r.waiters)
+}

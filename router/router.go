@@ -1,0 +1,451 @@
+package router
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/arbor-project/arbor/stream"
+	"github.com/arbor-project/arbor/stream/wire"
+	"github.com/hashicorp/go-hclog"
+)
+
+// Message is a frame as the router hands it to a handler.
+type Message struct {
+	wire.Header
+	Payload []byte
+	// Port is the link the message arrived on; nil when it was sent by
+	// this node to itself.
+	Port *Port
+}
+
+// Observer learns about links coming and going. The RouteMonitor is the
+// one observer a node has. Both methods are called on the link's own
+// goroutines and must not block for long.
+type Observer interface {
+	// PortUp is called when a link is attached, before its first frame is
+	// read, so routes it brings are known before any traffic from it.
+	PortUp(p *Port)
+	// PortDown is called once, after the link has closed and its loops have
+	// ended. Routes through p are still in the table when it is called.
+	PortDown(p *Port, cause error)
+}
+
+// Port is a link as the router sees it: which node is at the other end,
+// whether it is the parent, and the IDs its traffic has been sent to.
+type Port struct {
+	Link     *stream.Link
+	PeerID   uint32
+	PeerName string
+	IsParent bool
+
+	lastEgress atomic.Uint64 // dst+1 of the last recorded egress: skips the lock on repeats
+	egressMu   sync.Mutex
+	egress     map[uint32]struct{}
+}
+
+func (p *Port) String() string {
+	if p.IsParent {
+		return fmt.Sprintf("parent link (node %d)", p.PeerID)
+	}
+	return fmt.Sprintf("link to node %d (%s)", p.PeerID, p.PeerName)
+}
+
+// noteEgress records that traffic arriving on p was sent toward dst.
+func (p *Port) noteEgress(dst uint32) {
+	if p.lastEgress.Load() == uint64(dst)+1 {
+		return
+	}
+	p.egressMu.Lock()
+	p.egress[dst] = struct{}{}
+	p.egressMu.Unlock()
+	p.lastEgress.Store(uint64(dst) + 1)
+}
+
+// TalkedTo reports whether traffic from this link was ever sent toward id.
+func (p *Port) TalkedTo(id uint32) bool {
+	p.egressMu.Lock()
+	defer p.egressMu.Unlock()
+	_, ok := p.egress[id]
+	return ok
+}
+
+// ForgetEgress drops id from the link's egress set (after DEL_ROUTE went down it).
+func (p *Port) ForgetEgress(id uint32) {
+	p.egressMu.Lock()
+	delete(p.egress, id)
+	p.egressMu.Unlock()
+	p.lastEgress.CompareAndSwap(uint64(id)+1, 0)
+}
+
+type route struct {
+	port *Port
+	name string
+}
+
+// Router routes messages for one node. It is safe for concurrent use.
+type Router struct {
+	id        uint32
+	name      string
+	ancestors []uint32
+	maxMsg    uint32
+	siblings  bool
+	log       hclog.Logger
+
+	mu       sync.RWMutex
+	parent   *Port
+	children map[uint32]*Port // child ID → port
+	routes   map[uint32]route // node ID → child port it is reached through
+	handlers map[uint32]handlerEntry
+	observer Observer
+
+	nextHandle atomic.Uint32
+	wmu        sync.Mutex
+	waiters    map[uint32]*waiter            // reply handle → waiter
+	byDst      map[uint32]map[uint32]*waiter // dst → reply handle → waiter
+
+	ids idAllocator
+
+	closeOnce sync.Once
+	closed    chan struct{}
+
+	// Counters, for tests and diagnostics.
+	spoofed atomic.Uint64
+	dead    atomic.Uint64
+}
+
+// New builds a router. A nil cfg means DefaultConfig (the root).
+func New(cfg *Config) (*Router, error) {
+	if cfg == nil {
+		cfg = DefaultConfig()
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = hclog.Default()
+	}
+	r := &Router{
+		id:        cfg.ID,
+		name:      cfg.Name,
+		ancestors: append([]uint32(nil), cfg.Ancestors...),
+		maxMsg:    cfg.MaxMessage,
+		siblings:  cfg.AllowSiblingRoutes,
+		log:       log.With("node", cfg.ID),
+		children:  make(map[uint32]*Port),
+		routes:    make(map[uint32]route),
+		handlers:  make(map[uint32]handlerEntry),
+		waiters:   make(map[uint32]*waiter),
+		byDst:     make(map[uint32]map[uint32]*waiter),
+		closed:    make(chan struct{}),
+	}
+	r.nextHandle.Store(wire.FirstDynamicHandle - 1)
+	r.ids.init(r)
+	if r.id == wire.RootID {
+		r.Handle(wire.HandleAllocateID, r.handleAllocateID, Descendants(r))
+	}
+	return r, nil
+}
+
+// ID is this node's ID.
+func (r *Router) ID() uint32 { return r.id }
+
+// Name is this node's name.
+func (r *Router) Name() string { return r.name }
+
+// Ancestors lists this node's ancestors, parent first.
+func (r *Router) Ancestors() []uint32 { return append([]uint32(nil), r.ancestors...) }
+
+// MaxMessage is the largest payload this node sends.
+func (r *Router) MaxMessage() uint32 { return r.maxMsg }
+
+// AllowSiblingRoutes reports whether unidirectional routing is lifted.
+func (r *Router) AllowSiblingRoutes() bool { return r.siblings }
+
+// Logger is the node's logger.
+func (r *Router) Logger() hclog.Logger { return r.log }
+
+// Done is closed when the router has been closed.
+func (r *Router) Done() <-chan struct{} { return r.closed }
+
+// SpoofedDropped counts frames dropped by the reverse-path check.
+func (r *Router) SpoofedDropped() uint64 { return r.spoofed.Load() }
+
+// SetObserver installs the observer of link events. It must be called
+// before the first link is attached.
+func (r *Router) SetObserver(o Observer) {
+	r.mu.Lock()
+	r.observer = o
+	r.mu.Unlock()
+}
+
+// AttachParent makes l this node's parent link and starts it.
+func (r *Router) AttachParent(l *stream.Link) (*Port, error) {
+	p := &Port{Link: l, PeerID: l.PeerID(), IsParent: true, egress: map[uint32]struct{}{}}
+	r.mu.Lock()
+	if r.parent != nil {
+		r.mu.Unlock()
+		return nil, fmt.Errorf("arbor: node %d already has a parent link", r.id)
+	}
+	if len(r.ancestors) == 0 || r.ancestors[0] != p.PeerID {
+		r.mu.Unlock()
+		return nil, fmt.Errorf("arbor: node %d: parent link peer %d is not the parent named in hello", r.id, p.PeerID)
+	}
+	r.parent = p
+	r.mu.Unlock()
+	r.start(p)
+	return p, nil
+}
+
+// AttachChild attaches l, a link opened with stream.Open, as a child link
+// and starts it. The observer hears of it before any frame is read.
+func (r *Router) AttachChild(l *stream.Link) (*Port, error) {
+	h := l.Hello()
+	p := &Port{Link: l, PeerID: h.ID, PeerName: h.Name, egress: map[uint32]struct{}{}}
+	r.mu.Lock()
+	if _, dup := r.children[p.PeerID]; dup || p.PeerID == r.id {
+		r.mu.Unlock()
+		l.Close()
+		return nil, fmt.Errorf("arbor: node %d: child ID %d already in use", r.id, p.PeerID)
+	}
+	r.children[p.PeerID] = p
+	r.mu.Unlock()
+	r.start(p)
+	return p, nil
+}
+
+func (r *Router) start(p *Port) {
+	r.mu.RLock()
+	obs := r.observer
+	r.mu.RUnlock()
+	if obs != nil {
+		obs.PortUp(p)
+	}
+	p.Link.Start(func(h wire.Header, payload []byte) {
+		r.Route(&Message{Header: h, Payload: payload, Port: p})
+	}, func(cause error) {
+		if obs != nil {
+			obs.PortDown(p, cause)
+		}
+		r.mu.Lock()
+		if p.IsParent {
+			if r.parent == p {
+				r.parent = nil
+			}
+		} else if r.children[p.PeerID] == p {
+			delete(r.children, p.PeerID)
+		}
+		r.mu.Unlock()
+	})
+}
+
+// Parent is the parent port, or nil at the root or after the parent link closed.
+func (r *Router) Parent() *Port {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.parent
+}
+
+// Children lists the child ports, ordered by child ID.
+func (r *Router) Children() []*Port {
+	r.mu.RLock()
+	ps := make([]*Port, 0, len(r.children))
+	for _, p := range r.children {
+		ps = append(ps, p)
+	}
+	r.mu.RUnlock()
+	sort.Slice(ps, func(i, j int) bool { return ps[i].PeerID < ps[j].PeerID })
+	return ps
+}
+
+// AddRoute routes id (named name) through child port p. It fails if id is
+// this node or already routed through another port.
+func (r *Router) AddRoute(id uint32, name string, p *Port) error {
+	if p.IsParent {
+		return fmt.Errorf("arbor: node %d: routes are learned from children only", r.id)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if id == r.id || r.isAncestor(id) {
+		return fmt.Errorf("arbor: node %d: refusing route to %d via %s: that is this node or an ancestor", r.id, id, p)
+	}
+	if old, ok := r.routes[id]; ok && old.port != p {
+		return fmt.Errorf("arbor: node %d: refusing duplicate route to %d via %s: already routed via %s", r.id, id, p, old.port)
+	}
+	r.routes[id] = route{port: p, name: name}
+	return nil
+}
+
+// DelRoute removes the route to id and returns the port it went through.
+func (r *Router) DelRoute(id uint32) (*Port, string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rt, ok := r.routes[id]
+	if ok {
+		delete(r.routes, id)
+	}
+	return rt.port, rt.name, ok
+}
+
+// Lookup returns the child port id is routed through, if any, and its name.
+func (r *Router) Lookup(id uint32) (*Port, string, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	rt, ok := r.routes[id]
+	return rt.port, rt.name, ok
+}
+
+func (r *Router) isAncestor(id uint32) bool {
+	for _, a := range r.ancestors {
+		if a == id {
+			return true
+		}
+	}
+	return false
+}
+
+// IsAncestor reports whether id is one of this node's ancestors.
+func (r *Router) IsAncestor(id uint32) bool { return r.isAncestor(id) }
+
+// Send routes a message this node originates, with this node as Src and
+// Auth. A payload larger than the node's limit is refused here with a
+// *wire.TooLargeError. Failures further on come back as dead replies to
+// ReplyTo, if set.
+func (r *Router) Send(h wire.Header, payload []byte) error {
+	if uint64(len(payload)) > uint64(r.maxMsg) {
+		return &wire.TooLargeError{Size: uint64(len(payload)), Max: r.maxMsg}
+	}
+	select {
+	case <-r.closed:
+		return ErrClosed
+	default:
+	}
+	h.Src = r.id
+	h.Auth = r.id
+	h.Length = uint32(len(payload))
+	r.Route(&Message{Header: h, Payload: payload})
+	return nil
+}
+
+// Route is the router's core: it delivers, forwards or refuses m. m.Port
+// is the link m arrived on, nil for a message this node originated.
+func (r *Router) Route(m *Message) {
+	in := m.Port
+	r.mu.RLock()
+	if in != nil {
+		// Reverse-path check: the authority, and the source where it
+		// differs, must be routed via the link the message came in on.
+		if exp := r.expectedPort(m.Auth); exp != in {
+			r.mu.RUnlock()
+			r.dropSpoofed(m, "auth", m.Auth, exp)
+			return
+		}
+		if m.Src != m.Auth {
+			if exp := r.expectedPort(m.Src); exp != in {
+				r.mu.RUnlock()
+				r.dropSpoofed(m, "src", m.Src, exp)
+				return
+			}
+		}
+	}
+	if m.Dst == r.id {
+		r.mu.RUnlock()
+		r.deliver(m)
+		return
+	}
+	out := r.routes[m.Dst].port
+	if out == nil {
+		if in != nil && in.IsParent {
+			// Never bounce parent traffic back up.
+			r.mu.RUnlock()
+			r.refuse(m, fmt.Sprintf("no route to %d, my ID is %d", m.Dst, r.id))
+			return
+		}
+		out = r.parent
+	}
+	r.mu.RUnlock()
+	if out == nil {
+		r.refuse(m, fmt.Sprintf("no route to %d, my ID is %d", m.Dst, r.id))
+		return
+	}
+	if in != nil && !in.IsParent && !out.IsParent && !r.siblings {
+		r.refuse(m, fmt.Sprintf("routing mode prevents forwarding from node %d to node %d (between child links to %d and %d), my ID is %d",
+			m.Src, m.Dst, in.PeerID, out.PeerID, r.id))
+		return
+	}
+	if in != nil && !in.IsParent {
+		in.noteEgress(m.Dst)
+	}
+	if err := out.Link.Send(m.Header, m.Payload); err != nil {
+		var tl *wire.TooLargeError
+		if errors.As(err, &tl) {
+			r.refuse(m, tl.Reason())
+			return
+		}
+		r.refuse(m, fmt.Sprintf("%s: %v", out, err))
+	}
+}
+
+// expectedPort is the port traffic from id must arrive on: its child route,
+// else the parent. r.mu is held on entry.
+func (r *Router) expectedPort(id uint32) *Port {
+	if rt, ok := r.routes[id]; ok {
+		return rt.port
+	}
+	return r.parent
+}
+
+func (r *Router) dropSpoofed(m *Message, field string, claimed uint32, expected *Port) {
+	r.spoofed.Add(1)
+	exp := "no link"
+	if expected != nil {
+		exp = expected.String()
+	}
+	r.log.Error("dropped spoofed frame: reverse-path check failed",
+		"field", field, "claimed", claimed, "auth", m.Auth, "src", m.Src, "dst", m.Dst,
+		"arrived_on", m.Port.String(), "expected", exp, "handle", m.Handle)
+}
+
+// refuse answers m with a dead reply carrying reason, if m wants replies.
+func (r *Router) refuse(m *Message, reason string) {
+	r.dead.Add(1)
+	if m.ReplyTo == wire.HandleNone || m.IsDead() {
+		r.log.Debug("dropped undeliverable message", "reason", reason, "msg", m.Header.String())
+		return
+	}
+	r.log.Debug("dead reply", "reason", reason, "msg", m.Header.String())
+	h := wire.Header{
+		Dst:     m.Src,
+		Src:     r.id,
+		Auth:    r.id,
+		Handle:  m.ReplyTo,
+		Flags:   wire.FlagDead,
+		ReplyTo: wire.HandleNone,
+	}
+	payload := wire.EncodeDeadReason(reason)
+	h.Length = uint32(len(payload))
+	r.Route(&Message{Header: h, Payload: payload})
+}
+
+// Close closes every link and fails every pending reply. It is idempotent
+// and waits for the links' loops to end.
+func (r *Router) Close() error {
+	r.closeOnce.Do(func() { close(r.closed) })
+	r.mu.RLock()
+	ports := make([]*Port, 0, len(r.children)+1)
+	for _, p := range r.children {
+		ports = append(ports, p)
+	}
+	if r.parent != nil {
+		ports = append(ports, r.parent)
+	}
+	r.mu.RUnlock()
+	for _, p := range ports {
+		p.Link.Close()
+	}
+	r.failAll(ErrClosed)
+	return nil
+}

@@ -1,0 +1,105 @@
+package stream
+
+import (
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/arbor-project/arbor/stream/wire"
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/yamux"
+)
+
+// Config tunes a link. A nil *Config means DefaultConfig(). Children inherit
+// MaxMessage from their parent through the hello exchange.
+type Config struct {
+	// MaxMessage is the largest payload a frame may carry. A frame announcing
+	// more closes the link; a larger send is refused at the sender.
+	MaxMessage uint32
+	// HelloTimeout bounds the hello exchange when a link is opened.
+	HelloTimeout time.Duration
+	// WriteTimeout bounds one write to the underlying connection. A write
+	// that times out is fatal for the link: a peer that stopped reading is
+	// a peer we cannot talk to.
+	WriteTimeout time.Duration
+	// KeepAlive is the yamux keepalive interval: a transport-level safety
+	// net under the router's own heartbeats. Zero disables it.
+	KeepAlive time.Duration
+	// StreamWindow is the largest yamux receive window per stream: the most
+	// bytes in flight per stream before the sender blocks.
+	StreamWindow uint32
+	// SendQueue is how many frames may wait for the write loop before
+	// senders block (backpressure).
+	SendQueue int
+	// Logger receives link logs, yamux's included. Nil means hclog.Default().
+	Logger hclog.Logger
+}
+
+// DefaultConfig returns the defaults: 64 MiB messages, 10 s hello and write
+// timeouts, 30 s yamux keepalive, 16 MiB stream windows, 1024 queued frames.
+func DefaultConfig() *Config {
+	return &Config{
+		MaxMessage:   wire.DefaultMaxMessage,
+		HelloTimeout: 10 * time.Second,
+		WriteTimeout: 10 * time.Second,
+		KeepAlive:    30 * time.Second,
+		StreamWindow: 16 << 20,
+		SendQueue:    1024,
+	}
+}
+
+// Validate reports the first setting that cannot work.
+func (c *Config) Validate() error {
+	switch {
+	case c.MaxMessage == 0:
+		return fmt.Errorf("arbor: config: MaxMessage must be positive")
+	case c.MaxMessage > 1<<31:
+		return fmt.Errorf("arbor: config: MaxMessage %d exceeds 2 GiB", c.MaxMessage)
+	case c.HelloTimeout <= 0:
+		return fmt.Errorf("arbor: config: HelloTimeout must be positive")
+	case c.WriteTimeout <= 0:
+		return fmt.Errorf("arbor: config: WriteTimeout must be positive")
+	case c.KeepAlive < 0:
+		return fmt.Errorf("arbor: config: KeepAlive must not be negative")
+	case c.StreamWindow < 256*1024:
+		return fmt.Errorf("arbor: config: StreamWindow must be at least 256 KiB")
+	case c.SendQueue <= 0:
+		return fmt.Errorf("arbor: config: SendQueue must be positive")
+	}
+	return nil
+}
+
+// withDefaults returns a validated copy of c with nil filled in.
+func (c *Config) withDefaults() (*Config, error) {
+	if c == nil {
+		c = DefaultConfig()
+	}
+	cc := *c
+	if cc.Logger == nil {
+		cc.Logger = hclog.Default()
+	}
+	if err := cc.Validate(); err != nil {
+		return nil, err
+	}
+	return &cc, nil
+}
+
+// yamuxConfig builds the yamux settings for a link. yamux never logs to
+// stderr on its own: its records go through the link's hclog logger.
+func (c *Config) yamuxConfig(log hclog.Logger) *yamux.Config {
+	yc := yamux.DefaultConfig()
+	yc.AcceptBacklog = 256
+	yc.EnableKeepAlive = c.KeepAlive > 0
+	if c.KeepAlive > 0 {
+		yc.KeepAliveInterval = c.KeepAlive
+	}
+	yc.ConnectionWriteTimeout = c.WriteTimeout
+	yc.MaxStreamWindowSize = c.StreamWindow
+	yc.StreamOpenTimeout = c.HelloTimeout
+	yc.StreamCloseTimeout = time.Minute
+	yc.LogOutput = nil
+	yc.Logger = log.Named("yamux").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
+	return yc
+}
+
+var _ io.ReadWriteCloser = (*yamux.Stream)(nil)

@@ -1,0 +1,407 @@
+package stream
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/arbor-project/arbor/stream/wire"
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/yamux"
+)
+
+// FrameHandler receives each frame read from a link, on the link's read
+// loop. It must not block for long: the next frame waits for it. It owns
+// payload.
+type FrameHandler func(h wire.Header, payload []byte)
+
+// Link is one parent–child connection: a yamux session whose first stream
+// carries routed frames. It is safe for concurrent use.
+type Link struct {
+	cfg  *Config
+	log  hclog.Logger
+	sess *yamux.Session
+	msgs *yamux.Stream
+	conn io.ReadWriteCloser
+
+	// peerID is the node at the other end; hello is what the parent sent.
+	peerID uint32
+	hello  wire.Hello
+
+	out chan outFrame
+
+	closeOnce sync.Once
+	done      chan struct{}
+	errMu     sync.Mutex
+	err       error
+	loops     sync.WaitGroup
+	started   bool
+}
+
+type outFrame struct {
+	h       wire.Header
+	payload []byte
+}
+
+// Open opens a link as the parent: it starts a yamux session on conn, sends
+// hello on the message stream and waits (at most HelloTimeout) for the
+// child's acknowledgement. On failure conn is closed.
+func Open(conn io.ReadWriteCloser, hello wire.Hello, cfg *Config) (*Link, wire.HelloAck, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		conn.Close()
+		return nil, wire.HelloAck{}, err
+	}
+	hello.Version = wire.Version
+	if hello.MaxMessage == 0 {
+		hello.MaxMessage = c.MaxMessage
+	}
+	log := c.Logger.With("link", hello.ID)
+	sess, err := yamux.Client(conn, c.yamuxConfig(log))
+	if err != nil {
+		conn.Close()
+		return nil, wire.HelloAck{}, fmt.Errorf("arbor: link to %d: %w", hello.ID, err)
+	}
+	fail := func(err error) (*Link, wire.HelloAck, error) {
+		sess.Close()
+		conn.Close()
+		return nil, wire.HelloAck{}, fmt.Errorf("%w with node %d (%s): %w", ErrHello, hello.ID, hello.Name, err)
+	}
+	msgs, err := sess.OpenStream()
+	if err != nil {
+		return fail(err)
+	}
+	deadline := time.Now().Add(c.HelloTimeout)
+	_ = msgs.SetDeadline(deadline)
+	body, err := wire.Marshal(hello)
+	if err != nil {
+		return fail(err)
+	}
+	h := wire.Header{Dst: hello.ID, Src: hello.ParentID, Auth: hello.ParentID, Handle: wire.HandleHello}
+	if _, err := msgs.Write(wire.AppendFrame(nil, h, body)); err != nil {
+		return fail(timeoutErr(err))
+	}
+	var ack wire.HelloAck
+	if err := readHelloFrame(msgs, c.MaxMessage, &ack); err != nil {
+		return fail(timeoutErr(err))
+	}
+	if ack.Version != wire.Version || ack.ID != hello.ID {
+		return fail(fmt.Errorf("child answered version %d id %d, want version %d id %d",
+			ack.Version, ack.ID, wire.Version, hello.ID))
+	}
+	_ = msgs.SetDeadline(time.Time{})
+	l := newLink(c, log, conn, sess, msgs, hello.ID, hello)
+	return l, ack, nil
+}
+
+// Accept opens a link as the child: it waits (at most HelloTimeout) for the
+// parent's hello, adopts the limits it carries, and acknowledges it. pid is
+// reported to the parent in the acknowledgement.
+func Accept(conn io.ReadWriteCloser, cfg *Config, pid int) (*Link, wire.Hello, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		conn.Close()
+		return nil, wire.Hello{}, err
+	}
+	sess, err := yamux.Server(conn, c.yamuxConfig(c.Logger.With("link", "parent")))
+	if err != nil {
+		conn.Close()
+		return nil, wire.Hello{}, fmt.Errorf("arbor: link to parent: %w", err)
+	}
+	fail := func(err error) (*Link, wire.Hello, error) {
+		sess.Close()
+		conn.Close()
+		return nil, wire.Hello{}, fmt.Errorf("%w with parent: %w", ErrHello, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.HelloTimeout)
+	defer cancel()
+	msgs, err := sess.AcceptStreamWithContext(ctx)
+	if err != nil {
+		return fail(timeoutErr(err))
+	}
+	deadline, _ := ctx.Deadline()
+	_ = msgs.SetDeadline(deadline)
+	var hello wire.Hello
+	if err := readHelloFrame(msgs, c.MaxMessage, &hello); err != nil {
+		return fail(timeoutErr(err))
+	}
+	if hello.Version != wire.Version {
+		return fail(fmt.Errorf("%w: parent speaks %d, this node %d", wire.ErrBadVersion, hello.Version, wire.Version))
+	}
+	if hello.MaxMessage == 0 || hello.MaxMessage > 1<<31 {
+		return fail(fmt.Errorf("parent sent max message %d", hello.MaxMessage))
+	}
+	c.MaxMessage = hello.MaxMessage // inherited from the parent
+	body, err := wire.Marshal(wire.HelloAck{Version: wire.Version, ID: hello.ID, PID: pid})
+	if err != nil {
+		return fail(err)
+	}
+	h := wire.Header{Dst: hello.ParentID, Src: hello.ID, Auth: hello.ID, Handle: wire.HandleHello}
+	if _, err := msgs.Write(wire.AppendFrame(nil, h, body)); err != nil {
+		return fail(timeoutErr(err))
+	}
+	_ = msgs.SetDeadline(time.Time{})
+	l := newLink(c, c.Logger.With("link", "parent"), conn, sess, msgs, hello.ParentID, hello)
+	return l, hello, nil
+}
+
+func readHelloFrame(r io.Reader, max uint32, v any) error {
+	var hb [wire.HeaderSize]byte
+	h, payload, err := wire.ReadFrame(r, hb[:], max)
+	if err != nil {
+		return err
+	}
+	if h.Handle != wire.HandleHello {
+		return fmt.Errorf("first frame has handle %d, want HELLO", h.Handle)
+	}
+	return wire.Unmarshal(payload, v)
+}
+
+func timeoutErr(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, yamux.ErrTimeout) ||
+		errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("connection timed out: %w", err)
+	}
+	return err
+}
+
+func newLink(c *Config, log hclog.Logger, conn io.ReadWriteCloser, sess *yamux.Session, msgs *yamux.Stream, peer uint32, hello wire.Hello) *Link {
+	return &Link{
+		cfg:    c,
+		log:    log,
+		conn:   conn,
+		sess:   sess,
+		msgs:   msgs,
+		peerID: peer,
+		hello:  hello,
+		out:    make(chan outFrame, c.SendQueue),
+		done:   make(chan struct{}),
+	}
+}
+
+// PeerID is the node ID at the other end of the link.
+func (l *Link) PeerID() uint32 { return l.peerID }
+
+// Hello is the hello this link was opened with.
+func (l *Link) Hello() wire.Hello { return l.hello }
+
+// MaxMessage is the largest payload this link carries.
+func (l *Link) MaxMessage() uint32 { return l.cfg.MaxMessage }
+
+// Logger is the link's logger.
+func (l *Link) Logger() hclog.Logger { return l.log }
+
+// Start runs the read and write loops. onFrame is called for every frame
+// read; onClose is called once, after both loops have ended, with the
+// reason the link closed. Start must be called exactly once.
+func (l *Link) Start(onFrame FrameHandler, onClose func(error)) {
+	if l.started {
+		panic("arbor: Link.Start called twice") // programming error, not input
+	}
+	l.started = true
+	l.loops.Add(2)
+	go l.writeLoop()
+	go func() {
+		l.readLoop(onFrame)
+		l.loops.Wait()
+		if onClose != nil {
+			onClose(l.Err())
+		}
+	}()
+	go func() {
+		// The yamux session ending (peer gone, keepalive failed, write
+		// timeout) ends the link.
+		select {
+		case <-l.sess.CloseChan():
+			l.Abort(fmt.Errorf("%w: session ended", io.EOF))
+		case <-l.done:
+		}
+	}()
+}
+
+// Send queues a frame for the write loop. It blocks while the send queue is
+// full, and returns ErrLinkClosed once the link has closed. A payload larger
+// than MaxMessage is refused with a *wire.TooLargeError. The link owns
+// payload after Send returns.
+func (l *Link) Send(h wire.Header, payload []byte) error {
+	if uint64(len(payload)) > uint64(l.cfg.MaxMessage) {
+		return &wire.TooLargeError{Size: uint64(len(payload)), Max: l.cfg.MaxMessage}
+	}
+	h.Length = uint32(len(payload))
+	select {
+	case <-l.done:
+		return l.closedErr()
+	default:
+	}
+	select {
+	case l.out <- outFrame{h, payload}:
+		return nil
+	case <-l.done:
+		return l.closedErr()
+	}
+}
+
+func (l *Link) closedErr() error {
+	if err := l.Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrLinkClosed, err)
+	}
+	return ErrLinkClosed
+}
+
+const batchBytes = 64 << 10
+
+func (l *Link) writeLoop() {
+	defer l.loops.Done()
+	buf := make([]byte, 0, batchBytes)
+	for {
+		var f outFrame
+		select {
+		case f = <-l.out:
+		case <-l.done:
+			return
+		}
+		buf = buf[:0]
+	batch:
+		for {
+			if len(f.payload) > batchBytes/2 {
+				// A big payload goes out on its own write, uncopied.
+				if err := l.write(buf); err != nil {
+					return
+				}
+				buf = buf[:0]
+				var hb [wire.HeaderSize]byte
+				f.h.Put(hb[:])
+				if err := l.write(hb[:]); err != nil {
+					return
+				}
+				if err := l.write(f.payload); err != nil {
+					return
+				}
+			} else {
+				buf = wire.AppendFrame(buf, f.h, f.payload)
+			}
+			if len(buf) >= batchBytes {
+				break
+			}
+			select {
+			case f = <-l.out:
+			default:
+				break batch
+			}
+		}
+		if err := l.write(buf); err != nil {
+			return
+		}
+	}
+}
+
+// write writes b to the message stream. Any failure, a write timeout
+// included, is fatal for the link.
+func (l *Link) write(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	if _, err := l.msgs.Write(b); err != nil {
+		l.Abort(fmt.Errorf("write: %w", err))
+		return err
+	}
+	return nil
+}
+
+func (l *Link) readLoop(onFrame FrameHandler) {
+	defer l.loops.Done()
+	r := bufio.NewReaderSize(l.msgs, 64<<10)
+	var hb [wire.HeaderSize]byte
+	for {
+		h, payload, err := wire.ReadFrame(r, hb[:], l.cfg.MaxMessage)
+		if err != nil {
+			select {
+			case <-l.done: // closed on purpose; keep the first reason
+			default:
+				if isProtocolError(err) {
+					l.log.Error("closing link: bad frame from peer", "peer", l.peerID, "error", err)
+				}
+			}
+			l.Abort(err)
+			return
+		}
+		onFrame(h, payload)
+	}
+}
+
+func isProtocolError(err error) bool {
+	return errors.Is(err, wire.ErrBadMagic) || errors.Is(err, wire.ErrBadVersion) ||
+		errors.Is(err, wire.ErrBadFlags) || errors.Is(err, wire.ErrTooLarge)
+}
+
+// Abort closes the link with cause and returns at once, without waiting for
+// the loops. It is safe to call from a FrameHandler. The first cause wins.
+func (l *Link) Abort(cause error) {
+	l.closeOnce.Do(func() {
+		if cause == nil {
+			cause = ErrLinkClosed
+		}
+		l.errMu.Lock()
+		l.err = cause
+		l.errMu.Unlock()
+		close(l.done)
+		// Closing the session unblocks the read loop and any yamux write;
+		// closing conn unblocks a transport that yamux is stuck writing to.
+		l.sess.Close()
+		l.conn.Close()
+	})
+}
+
+// Close closes the link and waits for its loops to end. It is idempotent.
+// It must not be called from a FrameHandler or onClose (use Abort there).
+func (l *Link) Close() error {
+	l.Abort(ErrLinkClosed)
+	if l.started {
+		l.loops.Wait()
+	}
+	return nil
+}
+
+// Done is closed when the link has closed.
+func (l *Link) Done() <-chan struct{} { return l.done }
+
+// Err is why the link closed, or nil while it is open.
+func (l *Link) Err() error {
+	l.errMu.Lock()
+	defer l.errMu.Unlock()
+	return l.err
+}
+
+// OpenChannel opens a new yamux stream for bulk data.
+func (l *Link) OpenChannel() (net.Conn, error) {
+	s, err := l.sess.OpenStream()
+	if err != nil {
+		return nil, l.closedOr(err)
+	}
+	return s, nil
+}
+
+// AcceptChannel waits for the peer to open a bulk stream. It returns when
+// ctx ends or the link closes.
+func (l *Link) AcceptChannel(ctx context.Context) (net.Conn, error) {
+	s, err := l.sess.AcceptStreamWithContext(ctx)
+	if err != nil {
+		return nil, l.closedOr(err)
+	}
+	return s, nil
+}
+
+func (l *Link) closedOr(err error) error {
+	select {
+	case <-l.done:
+		return l.closedErr()
+	default:
+		return err
+	}
+}

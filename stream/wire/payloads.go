@@ -1,0 +1,67 @@
+package wire
+
+// Payloads of the routing protocol. Field keys are small integers
+// (keyasint) so the encoding is compact and stable across renames.
+
+// Hello is the first message on a new link, sent by the parent. It names
+// the child and carries the limits the child inherits.
+type Hello struct {
+	Version    uint8    `cbor:"1,keyasint"`
+	ID         uint32   `cbor:"2,keyasint"`           // the child's node ID
+	Name       string   `cbor:"3,keyasint"`           // the child's name, a path of hops
+	ParentID   uint32   `cbor:"4,keyasint"`           // the parent's node ID
+	Ancestors  []uint32 `cbor:"5,keyasint,omitempty"` // parent first, root last
+	MaxMessage uint32   `cbor:"6,keyasint"`           // largest payload on any link of the tree
+	// AllowSiblingRoutes lifts unidirectional routing in the child.
+	AllowSiblingRoutes bool `cbor:"7,keyasint,omitempty"`
+}
+
+// HelloAck is the child's answer to Hello.
+type HelloAck struct {
+	Version uint8  `cbor:"1,keyasint"`
+	ID      uint32 `cbor:"2,keyasint"` // echoes Hello.ID
+	PID     int    `cbor:"3,keyasint,omitempty"`
+}
+
+// AddRoute announces that ID (named Name) is reachable through the sender.
+type AddRoute struct {
+	ID   uint32 `cbor:"1,keyasint"`
+	Name string `cbor:"2,keyasint"`
+}
+
+// DelRoute withdraws the route to ID; Cause says why (EOF, heartbeat
+// timeout, killed, shut down) and names the hop that died.
+type DelRoute struct {
+	ID    uint32 `cbor:"1,keyasint"`
+	Cause string `cbor:"2,keyasint,omitempty"`
+}
+
+// AllocateIDRequest asks the root for a block of node IDs.
+type AllocateIDRequest struct {
+	Count uint32 `cbor:"1,keyasint,omitempty"` // 0 means IDBlockSize
+}
+
+// IDBlock is a half-open range [Start, Start+Count) of node IDs.
+type IDBlock struct {
+	Start uint32 `cbor:"1,keyasint"`
+	Count uint32 `cbor:"2,keyasint"`
+}
+
+// DecodeDeadReason returns the reason carried by a dead reply.
+func DecodeDeadReason(payload []byte) (string, error) {
+	var s string
+	if err := Unmarshal(payload, &s); err != nil {
+		return "", err
+	}
+	return s, nil
+}
+
+// EncodeDeadReason encodes the payload of a dead reply.
+func EncodeDeadReason(reason string) []byte {
+	b, err := Marshal(reason)
+	if err != nil {
+		// A Go string always encodes; keep the frame valid regardless.
+		return []byte{0x60}
+	}
+	return b
+}
