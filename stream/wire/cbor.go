@@ -2,6 +2,7 @@ package wire
 
 import (
 	"fmt"
+	"reflect"
 
 	"github.com/fxamacker/cbor/v2"
 )
@@ -60,4 +61,33 @@ func Unmarshal(data []byte, v any) error {
 		return fmt.Errorf("%w: %v", ErrBadPayload, err)
 	}
 	return nil
+}
+
+var anyMode cbor.DecMode
+
+func init() {
+	var err error
+	anyMode, err = cbor.DecOptions{
+		DupMapKey:        cbor.DupMapKeyEnforcedAPF,
+		IndefLength:      cbor.IndefLengthForbidden,
+		TagsMd:           cbor.TagsForbidden,
+		MaxNestedLevels:  MaxNesting,
+		MaxArrayElements: MaxArrayItems,
+		MaxMapPairs:      MaxMapPairs,
+		UTF8:             cbor.UTF8RejectInvalid,
+		DefaultMapType:   reflect.TypeOf(map[string]any(nil)),
+	}.DecMode()
+	if err != nil {
+		panic("arbor: building CBOR decoder: " + err.Error())
+	}
+}
+
+// UnmarshalAny decodes data into plain Go values (maps with string keys,
+// slices, numbers, strings, byte slices), with the same limits as Unmarshal.
+func UnmarshalAny(data []byte) (any, error) {
+	var v any
+	if err := anyMode.Unmarshal(data, &v); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
+	}
+	return v, nil
 }

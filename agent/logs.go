@@ -1,0 +1,145 @@
+package agent
+
+import (
+	"encoding/json"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/arbor-project/arbor/router"
+	"github.com/arbor-project/arbor/stream/wire"
+	"github.com/hashicorp/go-hclog"
+)
+
+// logForwarder is the io.Writer behind a non-root node's logger. Each JSON
+// record hclog writes is queued (bounded, never blocking the writer) and a
+// single goroutine sends it to the root as FORWARD_LOG. Records that find
+// the queue full are dropped and counted.
+type logForwarder struct {
+	q       chan []byte
+	dropped atomic.Uint64
+	mu      sync.Mutex
+	r       *router.Router // nil until the node's router exists
+	early   func([]byte)   // where records go before that (stderr)
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+func newLogForwarder(early func([]byte)) *logForwarder {
+	return &logForwarder{q: make(chan []byte, 1024), early: early, stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+func (f *logForwarder) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	r := f.r
+	f.mu.Unlock()
+	if r == nil {
+		f.early(p)
+		return len(p), nil
+	}
+	line := append([]byte(nil), p...)
+	select {
+	case f.q <- line:
+	default:
+		f.dropped.Add(1)
+	}
+	return len(p), nil
+}
+
+// start begins forwarding through r.
+func (f *logForwarder) start(r *router.Router) {
+	f.mu.Lock()
+	f.r = r
+	f.mu.Unlock()
+	go func() {
+		defer close(f.done)
+		var reported uint64
+		for {
+			select {
+			case line := <-f.q:
+				f.send(r, line)
+				if d := f.dropped.Load(); d != reported {
+					reported = d
+					note, _ := json.Marshal(map[string]any{"@level": "warn", "@message": "log records dropped: queue full", "dropped": d})
+					f.send(r, note)
+				}
+			case <-f.stop:
+				return
+			}
+		}
+	}()
+}
+
+func (f *logForwarder) send(r *router.Router, line []byte) {
+	body, err := wire.Marshal(wire.LogRecord{NodeID: r.ID(), Node: r.Name(), Line: line})
+	if err != nil {
+		return
+	}
+	_ = r.Send(wire.Header{Dst: wire.RootID, Handle: wire.HandleForwardLog}, body)
+}
+
+// close stops the forwarder after sending what is queued, best effort.
+func (f *logForwarder) close() {
+	f.mu.Lock()
+	started := f.r != nil
+	f.mu.Unlock()
+	if !started {
+		return
+	}
+	for {
+		select {
+		case line := <-f.q:
+			f.send(f.r, line)
+			continue
+		default:
+		}
+		break
+	}
+	close(f.stop)
+	<-f.done
+}
+
+// onForwardLog runs at the root: it prints a descendant's record through
+// the root's logger, tagged with the node's name.
+func (n *Node) onForwardLog(m *router.Message) {
+	var rec wire.LogRecord
+	if err := wire.Unmarshal(m.Payload, &rec); err != nil {
+		n.Log.Warn("bad FORWARD_LOG payload", "src", m.Src, "error", err)
+		return
+	}
+	if rec.NodeID != m.Src {
+		n.Log.Warn("FORWARD_LOG names another node", "src", m.Src, "claims", rec.NodeID)
+		return
+	}
+	var fields map[string]any
+	if err := json.Unmarshal(rec.Line, &fields); err != nil {
+		n.Log.Info(string(rec.Line), "node", rec.Node)
+		return
+	}
+	level := hclog.LevelFromString(str(fields["@level"]))
+	if level == hclog.NoLevel {
+		level = hclog.Info
+	}
+	msg := str(fields["@message"])
+	keys := make([]string, 0, len(fields))
+	for k := range fields {
+		if len(k) > 0 && k[0] == '@' {
+			continue
+		}
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	args := []any{"node", rec.Node}
+	if mod := str(fields["@module"]); mod != "" && mod != rec.Node {
+		args = append(args, "module", mod)
+	}
+	for _, k := range keys {
+		args = append(args, k, fields[k])
+	}
+	n.Log.Log(level, msg, args...)
+}
+
+func str(v any) string {
+	s, _ := v.(string)
+	return s
+}

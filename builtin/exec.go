@@ -1,0 +1,91 @@
+package builtin
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
+
+	"github.com/arbor-project/arbor/funcs"
+)
+
+// ExecArgs are the arguments of sys.exec.
+type ExecArgs struct {
+	Argv  []string `cbor:"argv" json:"argv"`
+	Env   []string `cbor:"env,omitempty" json:"env,omitempty"`
+	Dir   string   `cbor:"dir,omitempty" json:"dir,omitempty"`
+	Stdin []byte   `cbor:"stdin,omitempty" json:"stdin,omitempty"`
+}
+
+// ExecResult is the result of sys.exec. Output is binary-safe.
+type ExecResult struct {
+	ExitStatus int    `cbor:"exit_status" json:"exit_status"`
+	Stdout     []byte `cbor:"stdout" json:"stdout"`
+	Stderr     []byte `cbor:"stderr" json:"stderr"`
+}
+
+func registerExec(reg *funcs.Registry) {
+	funcs.Register(reg, "sys.exec", runExec)
+}
+
+// runExec runs a command to completion with its output buffered. Output
+// beyond the node's message limit fails the call with a clear error.
+func runExec(ctx context.Context, c *funcs.Call, a ExecArgs) (ExecResult, error) {
+	if len(a.Argv) == 0 {
+		return ExecResult{}, errors.New("argv is empty")
+	}
+	path, err := exec.LookPath(a.Argv[0])
+	if err != nil {
+		return ExecResult{}, fmt.Errorf("command not found: %s", a.Argv[0])
+	}
+	cmd := exec.CommandContext(ctx, path, a.Argv[1:]...)
+	cmd.Args[0] = a.Argv[0]
+	cmd.Dir = a.Dir
+	cmd.Env = append(os.Environ(), a.Env...)
+	cmd.Stdin = bytes.NewReader(a.Stdin)
+	// Its own process group, killed whole on cancel.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	limit := int64(c.Router.MaxMessage()) - 4096
+	stdout := &capped{max: limit}
+	stderr := &capped{max: limit}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	err = cmd.Run()
+	if ctx.Err() != nil {
+		return ExecResult{}, fmt.Errorf("%s: %w", a.Argv[0], ctx.Err())
+	}
+	if stdout.over || stderr.over {
+		return ExecResult{}, fmt.Errorf("%s: output larger than the message limit (%d bytes); stream it instead", a.Argv[0], c.Router.MaxMessage())
+	}
+	res := ExecResult{Stdout: stdout.buf.Bytes(), Stderr: stderr.buf.Bytes()}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		res.ExitStatus = ee.ExitCode()
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			res.ExitStatus = 128 + int(ws.Signal())
+		}
+	default:
+		return ExecResult{}, fmt.Errorf("%s: %w", a.Argv[0], err)
+	}
+	return res, nil
+}
+
+// capped buffers output up to max bytes, then records that it overflowed.
+type capped struct {
+	buf  bytes.Buffer
+	max  int64
+	over bool
+}
+
+func (c *capped) Write(p []byte) (int, error) {
+	if int64(c.buf.Len()+len(p)) > c.max {
+		c.over = true
+		return len(p), nil
+	}
+	return c.buf.Write(p)
+}

@@ -1,0 +1,194 @@
+package context
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/arbor-project/arbor/funcs"
+	"github.com/arbor-project/arbor/routemonitor"
+	"github.com/arbor-project/arbor/router"
+	"github.com/arbor-project/arbor/stream/wire"
+)
+
+// Remote is one node of the tree as seen from this node. It is safe for
+// concurrent use.
+type Remote struct {
+	r    *router.Router
+	id   uint32
+	name string
+
+	once sync.Once
+	done chan struct{}
+	err  error
+
+	subMu sync.Mutex
+	unsub func() // nil once unsubscribed
+	gone  bool   // disconnected before unsub was known
+}
+
+// New returns the handle for node id (named name), reached through r. Done
+// closes when m reports the node gone.
+func New(r *router.Router, m *routemonitor.Monitor, id uint32, name string) *Remote {
+	rm := &Remote{r: r, id: id, name: name, done: make(chan struct{})}
+	unsub := m.Subscribe(func(e routemonitor.Event) {
+		switch {
+		case e.Kind == routemonitor.DelRoute && e.ID == id:
+			rm.disconnect(&router.DisconnectError{ID: id, Name: name, Cause: e.Cause})
+		case e.Kind == routemonitor.ParentLost && id != r.ID():
+			if _, _, routed := r.Lookup(id); !routed {
+				rm.disconnect(&router.DisconnectError{ID: id, Name: name, Cause: e.Cause})
+			}
+		}
+	})
+	rm.subMu.Lock()
+	if rm.gone {
+		defer unsub()
+	} else {
+		rm.unsub = unsub
+	}
+	rm.subMu.Unlock()
+	return rm
+}
+
+func (rm *Remote) disconnect(err error) {
+	rm.once.Do(func() {
+		rm.err = err
+		close(rm.done)
+		rm.subMu.Lock()
+		unsub := rm.unsub
+		rm.unsub, rm.gone = nil, true
+		rm.subMu.Unlock()
+		if unsub != nil {
+			go unsub() // not from inside the monitor's callback
+		}
+	})
+}
+
+// ID is the node's ID.
+func (rm *Remote) ID() uint32 { return rm.id }
+
+// Name is the node's name.
+func (rm *Remote) Name() string { return rm.name }
+
+// Done is closed when the node disconnects.
+func (rm *Remote) Done() <-chan struct{} { return rm.done }
+
+// Err is why the node disconnected (a *router.DisconnectError), or nil.
+func (rm *Remote) Err() error {
+	select {
+	case <-rm.done:
+		return rm.err
+	default:
+		return nil
+	}
+}
+
+// Call runs fn on the node with args and decodes its result into out (a
+// pointer, or nil to discard it). It blocks until the result arrives, the
+// node disconnects, or ctx ends; ctx's deadline travels with the call and
+// its cancellation cancels the function on the remote node.
+func (rm *Remote) Call(ctx context.Context, fn string, args, out any) error {
+	c, err := rm.Start(ctx, fn, args)
+	if err != nil {
+		return err
+	}
+	return c.Wait(out)
+}
+
+// PendingCall is a call started with Start.
+type PendingCall struct {
+	rm  *Remote
+	ctx context.Context
+	fn  string
+	p   *router.Pending
+}
+
+// Start sends a call and returns at once; Wait collects its result.
+func (rm *Remote) Start(ctx context.Context, fn string, args any) (*PendingCall, error) {
+	if err := rm.Err(); err != nil {
+		return nil, err
+	}
+	req := wire.CallRequest{Fn: fn}
+	if args != nil {
+		raw, err := wire.Marshal(args)
+		if err != nil {
+			return nil, fmt.Errorf("arbor: call %s on node %d (%s): %w", fn, rm.id, rm.name, err)
+		}
+		req.Args = raw
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		req.DeadlineUnixNano = dl.UnixNano()
+	}
+	body, err := wire.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	p, err := rm.r.Begin(rm.id, wire.HandleCall, body)
+	if err != nil {
+		return nil, fmt.Errorf("arbor: call %s on node %d (%s): %w", fn, rm.id, rm.name, err)
+	}
+	return &PendingCall{rm: rm, ctx: ctx, fn: fn, p: p}, nil
+}
+
+// Wait blocks until the call's result, its failure, or ctx's end. When ctx
+// ends first, a CANCEL goes to the node running the call.
+func (c *PendingCall) Wait(out any) error {
+	msg, err := c.p.Wait(c.ctx)
+	if err != nil {
+		if c.ctx.Err() != nil && errors.Is(err, c.ctx.Err()) {
+			c.cancelRemote()
+		}
+		return fmt.Errorf("arbor: call %s on node %d (%s): %w", c.fn, c.rm.id, c.rm.name, err)
+	}
+	var rep wire.CallReply
+	if err := wire.Unmarshal(msg.Payload, &rep); err != nil {
+		return fmt.Errorf("arbor: reply to %s from node %d (%s): %w", c.fn, c.rm.id, c.rm.name, err)
+	}
+	if rep.Error != nil {
+		return funcs.FromWire(rep.Error)
+	}
+	if out == nil || len(rep.Result) == 0 {
+		return nil
+	}
+	if err := wire.Unmarshal(rep.Result, out); err != nil {
+		return fmt.Errorf("arbor: result of %s from node %d (%s): %w", c.fn, c.rm.id, c.rm.name, err)
+	}
+	return nil
+}
+
+func (c *PendingCall) cancelRemote() {
+	body, err := wire.Marshal(wire.Cancel{ReplyTo: c.p.ReplyHandle()})
+	if err != nil {
+		return
+	}
+	_ = c.rm.r.Send(wire.Header{Dst: c.rm.id, Handle: wire.HandleCancel}, body)
+}
+
+// Shutdown asks the node to shut down its subtree and exit, and waits until
+// it has disconnected or ctx ends.
+func (rm *Remote) Shutdown(ctx context.Context) error {
+	if rm.Err() != nil {
+		return nil
+	}
+	if err := rm.r.Send(wire.Header{Dst: rm.id, Handle: wire.HandleShutdown}, nil); err != nil {
+		return err
+	}
+	select {
+	case <-rm.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("arbor: shutdown of node %d (%s): %w", rm.id, rm.name, ctx.Err())
+	}
+}
+
+// Ping measures one round trip to the node.
+func (rm *Remote) Ping(ctx context.Context) (time.Duration, error) {
+	start := time.Now()
+	if _, err := rm.r.Request(ctx, rm.id, wire.HandlePing, nil); err != nil {
+		return 0, fmt.Errorf("arbor: ping node %d (%s): %w", rm.id, rm.name, err)
+	}
+	return time.Since(start), nil
+}

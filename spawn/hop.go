@@ -1,0 +1,54 @@
+package spawn
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Hop is one step of a path: a connection method and its target.
+type Hop struct {
+	Method string // "local", "ssh", "sudo"
+	Target string // "[user@]host[:port]" for ssh, "[user]" for sudo, empty for local
+}
+
+func (h Hop) String() string {
+	if h.Target == "" {
+		return h.Method
+	}
+	return h.Method + ":" + h.Target
+}
+
+// ErrBadPath reports a path that cannot be parsed.
+var ErrBadPath = errors.New("arbor: bad path")
+
+// ErrUnsupported reports a method this build cannot spawn yet.
+var ErrUnsupported = errors.New("arbor: connection method not supported yet")
+
+// ParsePath splits "local/ssh:host/sudo:root" into hops.
+func ParsePath(path string) ([]Hop, error) {
+	if strings.TrimSpace(path) == "" {
+		return nil, fmt.Errorf("%w: empty path", ErrBadPath)
+	}
+	var hops []Hop
+	for i, part := range strings.Split(path, "/") {
+		method, target, _ := strings.Cut(part, ":")
+		switch method {
+		case "local":
+			if target != "" {
+				return nil, fmt.Errorf("%w: hop %d %q: local takes no target", ErrBadPath, i+1, part)
+			}
+		case "ssh":
+			if target == "" {
+				return nil, fmt.Errorf("%w: hop %d %q: ssh needs a host (ssh:[user@]host[:port])", ErrBadPath, i+1, part)
+			}
+		case "sudo":
+		case "":
+			return nil, fmt.Errorf("%w: hop %d is empty in %q", ErrBadPath, i+1, path)
+		default:
+			return nil, fmt.Errorf("%w: hop %d %q: unknown method %q (want local, ssh:HOST or sudo:USER)", ErrBadPath, i+1, part, method)
+		}
+		hops = append(hops, Hop{Method: method, Target: target})
+	}
+	return hops, nil
+}
