@@ -8,6 +8,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/arbor-project/arbor/funcs"
 	"github.com/arbor-project/arbor/router"
 	"github.com/arbor-project/arbor/stream"
 	"github.com/hashicorp/go-hclog"
@@ -19,7 +20,12 @@ import (
 // logged, so a stray write to stdout can never corrupt the link. It then
 // accepts the parent's hello, serves until the parent link closes or a
 // SHUTDOWN arrives, takes its children down, and returns.
-func RunChild() error {
+func RunChild() error { return RunChildWith(nil) }
+
+// RunChildWith is RunChild serving the functions in reg (nil: the
+// built-ins). A program that registers its own functions calls it when
+// started with spawn.AgentArg.
+func RunChildWith(reg *funcs.Registry) error {
 	linkR, linkW, err := takeStdio()
 	if err != nil {
 		return err
@@ -47,7 +53,7 @@ func RunChild() error {
 		l.Close()
 		return err
 	}
-	n := newNode(r, Options{Logger: log, LogLevel: level.String()})
+	n := newNode(r, Options{Logger: log, LogLevel: level.String(), Registry: reg})
 	fwd.start(r)
 	go logStdout(log)
 	if _, err := r.AttachParent(l); err != nil {
