@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/arbor-project/arbor/funcs"
 	"github.com/arbor-project/arbor/router"
@@ -56,6 +58,11 @@ func RunChildWith(reg *funcs.Registry) error {
 	n := newNode(r, Options{Logger: log, LogLevel: level.String(), Registry: reg})
 	fwd.start(r)
 	go logStdout(log)
+	// SIGTERM (also sent when the parent process dies: see spawn.Local)
+	// shuts the node down like the loss of its parent link.
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	defer signal.Stop(term)
 	if _, err := r.AttachParent(l); err != nil {
 		n.Close()
 		return err
@@ -64,11 +71,29 @@ func RunChildWith(reg *funcs.Registry) error {
 	select {
 	case <-l.Done():
 	case <-n.Done():
+	case <-term:
+		log.Debug("shutting down on SIGTERM")
 	}
-	fwd.close()
-	n.Close()
+	closed := make(chan struct{})
+	go func() {
+		fwd.close()
+		n.Close()
+		close(closed)
+	}()
+	// A function that ignores cancellation must not keep this process
+	// alive once its tree is gone.
+	t := time.NewTimer(shutdownGrace)
+	defer t.Stop()
+	select {
+	case <-closed:
+	case <-t.C:
+		fmt.Fprintf(stderr, "arbor agent %d: shutdown took longer than %s; exiting\n", os.Getpid(), shutdownGrace)
+	}
 	return nil
 }
+
+// shutdownGrace bounds a child's shutdown after its parent is gone.
+const shutdownGrace = 10 * time.Second
 
 var stdoutPipe *os.File
 

@@ -100,7 +100,9 @@ func (f *logForwarder) close() {
 }
 
 // onForwardLog runs at the root: it prints a descendant's record through
-// the root's logger, tagged with the node's name.
+// the root's logger, tagged with the node's name. It prints through the
+// logger the root was given (Options.Logger), not n.Log, which carries the
+// root's own "node" field and would attribute the record to node 0.
 func (n *Node) onForwardLog(m *router.Message) {
 	var rec wire.LogRecord
 	if err := wire.Unmarshal(m.Payload, &rec); err != nil {
@@ -112,8 +114,9 @@ func (n *Node) onForwardLog(m *router.Message) {
 		return
 	}
 	var fields map[string]any
+	out := n.opts.Logger
 	if err := json.Unmarshal(rec.Line, &fields); err != nil {
-		n.Log.Info(string(rec.Line), "node", rec.Node)
+		out.Info(string(rec.Line), "node", rec.Node)
 		return
 	}
 	level := hclog.LevelFromString(str(fields["@level"]))
@@ -123,20 +126,22 @@ func (n *Node) onForwardLog(m *router.Message) {
 	msg := str(fields["@message"])
 	keys := make([]string, 0, len(fields))
 	for k := range fields {
-		if len(k) > 0 && k[0] == '@' {
+		// "node" is the sender's numeric ID (its router's field); the
+		// record is tagged with the name and node_id below instead.
+		if len(k) > 0 && k[0] == '@' || k == "node" || k == "node_id" {
 			continue
 		}
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	args := []any{"node", rec.Node}
+	args := []any{"node", rec.Node, "node_id", rec.NodeID}
 	if mod := str(fields["@module"]); mod != "" && mod != rec.Node {
 		args = append(args, "module", mod)
 	}
 	for _, k := range keys {
 		args = append(args, k, fields[k])
 	}
-	n.Log.Log(level, msg, args...)
+	out.Log(level, msg, args...)
 }
 
 func str(v any) string {

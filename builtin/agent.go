@@ -72,13 +72,15 @@ func NodeInfo(r *router.Router) Info {
 	return in
 }
 
-// sleep is agent.sleep: it sleeps, and returns early with an error when
+// sleep is agent.sleep: it logs that it started (at info, so a caller can
+// see the call is running), sleeps, and returns early with an error when
 // the call is cancelled, logging that it saw the cancel.
 func sleep(ctx context.Context, c *funcs.Call, a SleepArgs) (SleepResult, error) {
 	if a.Seconds < 0 || a.Seconds > 24*3600 {
 		return SleepResult{}, fmt.Errorf("seconds must be between 0 and 86400, got %v", a.Seconds)
 	}
 	start := time.Now()
+	c.Router.Logger().Info("agent.sleep started", "seconds", a.Seconds)
 	t := time.NewTimer(time.Duration(a.Seconds * float64(time.Second)))
 	defer t.Stop()
 	select {

@@ -93,7 +93,10 @@ func Local(ctx context.Context, o LocalOptions) (*stream.Link, *Process, wire.He
 	}
 	cmd := exec.Command(exe, AgentArg)
 	cmd.Env = append(os.Environ(), o.Env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// SIGTERM, not SIGKILL, when the parent dies: the agent handles it like
+	// the loss of its parent link and shuts down, killing the process groups
+	// of the commands it runs. A SIGKILL cascade would leave those behind.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, nil, wire.HelloAck{}, err
@@ -135,6 +138,7 @@ func Local(ctx context.Context, o LocalOptions) (*stream.Link, *Process, wire.He
 		ch <- opened{l, ack, err}
 	}()
 	var res opened
+	var cancelled error
 	select {
 	case res = <-ch:
 	case <-ctx.Done():
@@ -142,14 +146,19 @@ func Local(ctx context.Context, o LocalOptions) (*stream.Link, *Process, wire.He
 		res = <-ch
 		if res.err == nil {
 			res.l.Close()
-			res.err = ctx.Err()
 		}
+		// Closing the pipes fails the hello with whatever error; the
+		// reason is the caller's context, not the child.
+		cancelled = ctx.Err()
 	}
-	if res.err == nil {
+	if res.err == nil && cancelled == nil {
 		return res.l, p, res.ack, nil
 	}
 	p.Kill()
 	p.Wait(5 * time.Second)
+	if cancelled != nil {
+		return nil, nil, wire.HelloAck{}, fmt.Errorf("arbor: spawning %s: %w", hello.Name, cancelled)
+	}
 	return nil, nil, wire.HelloAck{}, p.startError(hello.Name, res.err)
 }
 
