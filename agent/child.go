@@ -57,6 +57,12 @@ func RunChildWith(reg *funcs.Registry) error {
 	}
 	n := newNode(r, Options{Logger: log, LogLevel: level.String(), Registry: reg})
 	fwd.start(r)
+	n.beforeClose = func() {
+		fwd.close()
+		if p := r.Parent(); p != nil {
+			p.Link.Flush(time.Second)
+		}
+	}
 	go logStdout(log)
 	// SIGTERM (also sent when the parent process dies: see spawn.Local)
 	// shuts the node down like the loss of its parent link.

@@ -23,6 +23,8 @@ type logForwarder struct {
 	early   func([]byte)   // where records go before that (stderr)
 	stop    chan struct{}
 	done    chan struct{}
+
+	closeOnce sync.Once
 }
 
 func newLogForwarder(early func([]byte)) *logForwarder {
@@ -78,8 +80,11 @@ func (f *logForwarder) send(r *router.Router, line []byte) {
 	_ = r.Send(wire.Header{Dst: wire.RootID, Handle: wire.HandleForwardLog}, body)
 }
 
-// close stops the forwarder after sending what is queued, best effort.
-func (f *logForwarder) close() {
+// close stops the forwarder after sending what is queued, best effort. It
+// is idempotent.
+func (f *logForwarder) close() { f.closeOnce.Do(f.close1) }
+
+func (f *logForwarder) close1() {
 	f.mu.Lock()
 	started := f.r != nil
 	f.mu.Unlock()

@@ -48,6 +48,9 @@ type Node struct {
 	mu       sync.Mutex
 	children map[uint32]*child
 	closing  bool
+	// beforeClose runs after the children are down and before the links
+	// close: a child flushes its forwarded logs there.
+	beforeClose func()
 	closed   chan struct{}
 	once     sync.Once
 }
@@ -204,9 +207,16 @@ func (n *Node) reap(id uint32, c *child) {
 	n.mu.Unlock()
 }
 
-// Close shuts the node down: every child link closes (children exit on
-// EOF and take their own subtrees down), stragglers are killed as process
-// groups, and running calls are cancelled. It is idempotent.
+// ShutdownGrace is how long a node waits for its children to shut down
+// their own subtrees (and forward their last log records) before it
+// closes their links and kills what is left.
+const ShutdownGrace = 3 * time.Second
+
+// Close shuts the node down, cascading: every child is asked to shut down
+// (SHUTDOWN) and given ShutdownGrace to take its own subtree down and send
+// its last records up; then the links close, running calls are cancelled,
+// and stragglers are killed as process groups. It is idempotent and
+// returns when the node is down.
 func (n *Node) Close() error {
 	n.once.Do(func() {
 		n.mu.Lock()
@@ -216,9 +226,28 @@ func (n *Node) Close() error {
 			kids = append(kids, c)
 		}
 		n.mu.Unlock()
+		grace := time.NewTimer(ShutdownGrace)
+		defer grace.Stop()
+		for _, c := range kids {
+			if c.port != nil {
+				_ = n.Router.Send(wire.Header{Dst: c.port.PeerID, Handle: wire.HandleShutdown}, nil)
+			}
+		}
+		for _, c := range kids {
+			if c.port == nil {
+				continue
+			}
+			select {
+			case <-c.port.Link.Done():
+			case <-grace.C:
+			}
+		}
+		if n.beforeClose != nil {
+			n.beforeClose()
+		}
 		n.Router.Close()
 		for _, c := range kids {
-			c.proc.Wait(3 * time.Second)
+			c.proc.Wait(time.Second)
 			c.proc.Kill()
 		}
 		n.Dispatcher.Close()

@@ -47,6 +47,9 @@ type Link struct {
 type outFrame struct {
 	h       wire.Header
 	payload []byte
+	// flushed, when set, marks a Flush: the write loop closes it once
+	// everything queued before it has been written.
+	flushed chan struct{}
 }
 
 // Open opens a link as the parent: it starts a yamux session on conn, sends
@@ -62,6 +65,14 @@ func Open(conn io.ReadWriteCloser, hello wire.Hello, cfg *Config) (*Link, wire.H
 	if hello.MaxMessage == 0 {
 		hello.MaxMessage = c.MaxMessage
 	}
+	if hello.MaxMessage > 1<<31 {
+		conn.Close()
+		return nil, wire.HelloAck{}, fmt.Errorf("%w with node %d (%s): max message %d exceeds 2 GiB",
+			ErrHello, hello.ID, hello.Name, hello.MaxMessage)
+	}
+	// The limit in the hello is the link's limit at both ends: the child
+	// adopts it, so the parent must read and send by it too.
+	c.MaxMessage = hello.MaxMessage
 	log := c.Logger.With("link", hello.ID)
 	sess, err := yamux.Client(conn, c.yamuxConfig(log))
 	if err != nil {
@@ -73,11 +84,13 @@ func Open(conn io.ReadWriteCloser, hello wire.Hello, cfg *Config) (*Link, wire.H
 		conn.Close()
 		return nil, wire.HelloAck{}, fmt.Errorf("%w with node %d (%s): %w", ErrHello, hello.ID, hello.Name, err)
 	}
+	// The deadline is taken before the stream is opened: yamux's own
+	// stream-open timeout (also HelloTimeout) then cannot expire before it.
+	deadline := time.Now().Add(c.HelloTimeout)
 	msgs, err := sess.OpenStream()
 	if err != nil {
-		return fail(err)
+		return fail(ioErr(err, deadline))
 	}
-	deadline := time.Now().Add(c.HelloTimeout)
 	_ = msgs.SetDeadline(deadline)
 	body, err := wire.Marshal(hello)
 	if err != nil {
@@ -85,11 +98,11 @@ func Open(conn io.ReadWriteCloser, hello wire.Hello, cfg *Config) (*Link, wire.H
 	}
 	h := wire.Header{Dst: hello.ID, Src: hello.ParentID, Auth: hello.ParentID, Handle: wire.HandleHello}
 	if _, err := msgs.Write(wire.AppendFrame(nil, h, body)); err != nil {
-		return fail(timeoutErr(err))
+		return fail(ioErr(err, deadline))
 	}
 	var ack wire.HelloAck
-	if err := readHelloFrame(msgs, c.MaxMessage, &ack); err != nil {
-		return fail(timeoutErr(err))
+	if err := readHelloFrame(msgs, c.MaxMessage, &ack, deadline); err != nil {
+		return fail(err)
 	}
 	if ack.Version != wire.Version || ack.ID != hello.ID {
 		return fail(fmt.Errorf("child answered version %d id %d, want version %d id %d",
@@ -121,15 +134,15 @@ func Accept(conn io.ReadWriteCloser, cfg *Config, pid int) (*Link, wire.Hello, e
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.HelloTimeout)
 	defer cancel()
+	deadline, _ := ctx.Deadline()
 	msgs, err := sess.AcceptStreamWithContext(ctx)
 	if err != nil {
-		return fail(timeoutErr(err))
+		return fail(ioErr(err, deadline))
 	}
-	deadline, _ := ctx.Deadline()
 	_ = msgs.SetDeadline(deadline)
 	var hello wire.Hello
-	if err := readHelloFrame(msgs, c.MaxMessage, &hello); err != nil {
-		return fail(timeoutErr(err))
+	if err := readHelloFrame(msgs, c.MaxMessage, &hello, deadline); err != nil {
+		return fail(err)
 	}
 	if hello.Version != wire.Version {
 		return fail(fmt.Errorf("%w: parent speaks %d, this node %d", wire.ErrBadVersion, hello.Version, wire.Version))
@@ -144,18 +157,18 @@ func Accept(conn io.ReadWriteCloser, cfg *Config, pid int) (*Link, wire.Hello, e
 	}
 	h := wire.Header{Dst: hello.ParentID, Src: hello.ID, Auth: hello.ID, Handle: wire.HandleHello}
 	if _, err := msgs.Write(wire.AppendFrame(nil, h, body)); err != nil {
-		return fail(timeoutErr(err))
+		return fail(ioErr(err, deadline))
 	}
 	_ = msgs.SetDeadline(time.Time{})
 	l := newLink(c, c.Logger.With("link", "parent"), conn, sess, msgs, hello.ParentID, hello)
 	return l, hello, nil
 }
 
-func readHelloFrame(r io.Reader, max uint32, v any) error {
+func readHelloFrame(r io.Reader, max uint32, v any, deadline time.Time) error {
 	var hb [wire.HeaderSize]byte
 	h, payload, err := wire.ReadFrame(r, hb[:], max)
 	if err != nil {
-		return err
+		return ioErr(err, deadline)
 	}
 	if h.Handle != wire.HandleHello {
 		return fmt.Errorf("first frame has handle %d, want HELLO", h.Handle)
@@ -163,9 +176,13 @@ func readHelloFrame(r io.Reader, max uint32, v any) error {
 	return wire.Unmarshal(payload, v)
 }
 
-func timeoutErr(err error) error {
-	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, yamux.ErrTimeout) ||
-		errors.Is(err, context.DeadlineExceeded) {
+// ioErr reports an I/O failure of the hello exchange as "connection timed
+// out" when it is a timeout, or when the hello deadline has passed: yamux
+// reports its own stream-open timeout, which closes the session, as EOF.
+func ioErr(err error, deadline time.Time) error {
+	timedOut := errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, yamux.ErrTimeout) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, yamux.ErrConnectionWriteTimeout)
+	if timedOut || (!isProtocolError(err) && !time.Now().Before(deadline)) {
 		return fmt.Errorf("connection timed out: %w", err)
 	}
 	return err
@@ -240,7 +257,7 @@ func (l *Link) Send(h wire.Header, payload []byte) error {
 	default:
 	}
 	select {
-	case l.out <- outFrame{h, payload}:
+	case l.out <- outFrame{h: h, payload: payload}:
 		return nil
 	case <-l.done:
 		return l.closedErr()
@@ -269,7 +286,13 @@ func (l *Link) writeLoop() {
 		buf = buf[:0]
 	batch:
 		for {
-			if len(f.payload) > batchBytes/2 {
+			if f.flushed != nil {
+				if err := l.write(buf); err != nil {
+					return
+				}
+				buf = buf[:0]
+				close(f.flushed)
+			} else if len(f.payload) > batchBytes/2 {
 				// A big payload goes out on its own write, uncopied.
 				if err := l.write(buf); err != nil {
 					return
@@ -301,6 +324,30 @@ func (l *Link) writeLoop() {
 	}
 }
 
+// Flush blocks until every frame queued before it has been written to the
+// link, the link closes, or timeout passes. A node calls it before closing
+// its parent link so its last messages (log records) are not lost.
+func (l *Link) Flush(timeout time.Duration) error {
+	ch := make(chan struct{})
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case l.out <- outFrame{flushed: ch}:
+	case <-l.done:
+		return l.closedErr()
+	case <-t.C:
+		return fmt.Errorf("arbor: flush of link to %d: timed out after %s", l.peerID, timeout)
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-l.done:
+		return l.closedErr()
+	case <-t.C:
+		return fmt.Errorf("arbor: flush of link to %d: timed out after %s", l.peerID, timeout)
+	}
+}
+
 // write writes b to the message stream. Any failure, a write timeout
 // included, is fatal for the link.
 func (l *Link) write(b []byte) error {
@@ -308,7 +355,14 @@ func (l *Link) write(b []byte) error {
 		return nil
 	}
 	if _, err := l.msgs.Write(b); err != nil {
-		l.Abort(fmt.Errorf("write: %w", err))
+		if l.sess.IsClosed() {
+			// The session ended under the write (the peer went away): the
+			// cause is that, as the session watcher would report it, not
+			// yamux's "session shutdown".
+			l.Abort(fmt.Errorf("%w: session ended", io.EOF))
+		} else {
+			l.Abort(fmt.Errorf("write: %w", err))
+		}
 		return err
 	}
 	return nil
@@ -398,6 +452,11 @@ func (l *Link) AcceptChannel(ctx context.Context) (net.Conn, error) {
 }
 
 func (l *Link) closedOr(err error) error {
+	if l.sess.IsClosed() {
+		// The session ended (the peer went away) a moment before the
+		// link's own watcher noticed: it is closed all the same.
+		l.Abort(fmt.Errorf("%w: session ended", io.EOF))
+	}
 	select {
 	case <-l.done:
 		return l.closedErr()
