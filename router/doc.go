@@ -8,7 +8,8 @@
 // which routes exist is decided by the RouteMonitor (package routemonitor)
 // through AddRoute, DelRoute and FailPending.
 //
-// Lock order: Router.mu before Port.egressMu; Router.wmu (waiters) is never
-// held while taking another lock. Handlers run on the read loop of the link
+// Lock order: Router.wmu (waiters) before Router.mu (FailPendingExcept asks
+// the route table while holding wmu), and Router.mu before Port.egressMu;
+// never the reverse. Handlers run on the read loop of the link
 // the message arrived on and must not block.
 package router
