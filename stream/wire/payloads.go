@@ -1,5 +1,7 @@
 package wire
 
+import "strings"
+
 // Payloads of the routing protocol. Field keys are small integers
 // (keyasint) so the encoding is compact and stable across renames.
 
@@ -56,9 +58,12 @@ func DecodeDeadReason(payload []byte) (string, error) {
 	return s, nil
 }
 
-// EncodeDeadReason encodes the payload of a dead reply.
+// EncodeDeadReason encodes the payload of a dead reply. Invalid UTF-8 in
+// reason (error text can quote peer bytes) is replaced with U+FFFD: the
+// encoder does not check it, and the decoder at the other end would refuse
+// the whole reason.
 func EncodeDeadReason(reason string) []byte {
-	b, err := Marshal(reason)
+	b, err := Marshal(strings.ToValidUTF8(reason, "\uFFFD"))
 	if err != nil {
 		// A Go string always encodes; keep the frame valid regardless.
 		return []byte{0x60}
