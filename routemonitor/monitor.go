@@ -158,7 +158,7 @@ func (m *Monitor) PortDown(p *router.Port, cause error) {
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 	reason := fmt.Sprintf("link from node %d to node %d (%s) lost: %s", m.r.ID(), p.PeerID, p.PeerName, why)
 	for _, id := range ids {
-		m.withdraw(id, reason, p, true)
+		m.withdraw(id, "", reason, p, true)
 	}
 }
 
@@ -166,15 +166,14 @@ func (m *Monitor) PortDown(p *router.Port, cause error) {
 // waits on it, fires the event, and propagates DEL_ROUTE: up unless the
 // withdrawal came from the parent, and down every other child link whose
 // traffic was sent toward id.
-func (m *Monitor) withdraw(id uint32, cause string, from *router.Port, up bool) {
-	name := ""
+func (m *Monitor) withdraw(id uint32, name, cause string, from *router.Port, up bool) {
 	if port, n, ok := m.r.Lookup(id); ok && port == from {
 		m.r.DelRoute(id)
 		name = n
 	}
 	m.r.FailPending(id, &router.DisconnectError{ID: id, Name: name, Cause: cause})
 	m.emit(Event{Kind: DelRoute, ID: id, Name: name, Cause: cause})
-	msg := wire.DelRoute{ID: id, Cause: cause}
+	msg := wire.DelRoute{ID: id, Cause: cause, Name: name}
 	if up {
 		m.sendUp(wire.HandleDelRoute, msg)
 	}
@@ -239,7 +238,7 @@ func (m *Monitor) onDelRoute(msg *router.Message) {
 				"id", dr.ID, "owner", owner.String())
 			return
 		}
-		m.withdraw(dr.ID, dr.Cause, p, false)
+		m.withdraw(dr.ID, dr.Name, dr.Cause, p, false)
 		return
 	}
 	if !routed || owner != p || msg.Src != p.PeerID {
@@ -250,7 +249,7 @@ func (m *Monitor) onDelRoute(msg *router.Message) {
 	m.mu.Lock()
 	delete(m.sets[p], dr.ID)
 	m.mu.Unlock()
-	m.withdraw(dr.ID, dr.Cause, p, true)
+	m.withdraw(dr.ID, dr.Name, dr.Cause, p, true)
 }
 
 func (m *Monitor) sendUp(handle uint32, v any) {

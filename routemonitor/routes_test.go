@@ -494,19 +494,18 @@ func TestLinkCutWithdrawsSubtree(t *testing.T) {
 
 					failsWith(t, "root→d", pRoot, router.DisconnectError{ID: d.ID(), Name: "a/b/c/d", Cause: cause[d.ID()]})
 					failsWith(t, "a→d", pA, router.DisconnectError{ID: d.ID(), Name: "a/b/c/d", Cause: cause[d.ID()]})
-					failsWith(t, "b2→d", pB2, router.DisconnectError{ID: d.ID(), Cause: cause[d.ID()]})
-					failsWith(t, "y→c", pYc, router.DisconnectError{ID: c.ID(), Cause: cause[c.ID()]})
-					failsWith(t, "y→d", pYd, router.DisconnectError{ID: d.ID(), Cause: cause[d.ID()]})
+					failsWith(t, "b2→d", pB2, router.DisconnectError{ID: d.ID(), Name: "a/b/c/d", Cause: cause[d.ID()]})
+					failsWith(t, "y→c", pYc, router.DisconnectError{ID: c.ID(), Name: "a/b/c", Cause: cause[c.ID()]})
+					failsWith(t, "y→d", pYd, router.DisconnectError{ID: d.ID(), Name: "a/b/c/d", Cause: cause[d.ID()]})
 
 					// The root hears of the losses in a's order; a sibling hears,
-					// without names (it never learned them), of exactly the IDs
+					// with names (DEL_ROUTE carries them), of exactly the IDs
 					// it had sent traffic to: the down-propagation.
-					unnamed := func(keep ...*testtree.Node) []routemonitor.Event {
+					lostOf := func(keep ...*testtree.Node) []routemonitor.Event {
 						var out []routemonitor.Event
 						for _, e := range lost {
 							for _, k := range keep {
 								if e.ID == k.ID() {
-									e.Name = ""
 									out = append(out, e)
 								}
 							}
@@ -519,9 +518,9 @@ func TestLinkCutWithdrawsSubtree(t *testing.T) {
 						want []routemonitor.Event
 					}{
 						{"root", evRoot, lost},
-						{"b2", evB2, unnamed(d)},
-						{"x", evX, unnamed(c, d)},
-						{"y", evY, unnamed(c, d)},
+						{"b2", evB2, lostOf(d)},
+						{"x", evX, lostOf(c, d)},
+						{"y", evY, lostOf(c, d)},
 					}
 					for _, ch := range checks {
 						for _, e := range ch.want {

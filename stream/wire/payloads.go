@@ -36,6 +36,9 @@ type AddRoute struct {
 type DelRoute struct {
 	ID    uint32 `cbor:"1,keyasint"`
 	Cause string `cbor:"2,keyasint,omitempty"`
+	// Name is the lost node's name, so that nodes below, which never saw
+	// its ADD_ROUTE, can name it in their disconnect errors.
+	Name string `cbor:"3,keyasint,omitempty"`
 }
 
 // AllocateIDRequest asks the root for a block of node IDs.
