@@ -271,11 +271,19 @@ func (l *Link) closedErr() error {
 	return ErrLinkClosed
 }
 
-const batchBytes = 64 << 10
+const (
+	// batchBytes is the most the write loop joins into one write.
+	batchBytes = 64 << 10
+	// readBufSize buffers the read loop: enough for many small frames per
+	// read of the message stream; a larger payload bypasses it.
+	readBufSize = 16 << 10
+)
 
 func (l *Link) writeLoop() {
 	defer l.loops.Done()
-	buf := make([]byte, 0, batchBytes)
+	// The batch buffer starts small and grows (to about batchBytes) only
+	// on a link that is busy: most links of a large tree are idle.
+	var buf []byte
 	for {
 		var f outFrame
 		select {
@@ -370,7 +378,7 @@ func (l *Link) write(b []byte) error {
 
 func (l *Link) readLoop(onFrame FrameHandler) {
 	defer l.loops.Done()
-	r := bufio.NewReaderSize(l.msgs, 64<<10)
+	r := bufio.NewReaderSize(l.msgs, readBufSize)
 	var hb [wire.HeaderSize]byte
 	for {
 		h, payload, err := wire.ReadFrame(r, hb[:], l.cfg.MaxMessage)
@@ -405,6 +413,13 @@ func (l *Link) Abort(cause error) {
 		l.err = cause
 		l.errMu.Unlock()
 		close(l.done)
+		// A deadline in the past sends the read loop (and a writer waiting
+		// for window) out of the message stream at once. Without it yamux
+		// v0.1.2 spins them on the closed shutdown channel until the session
+		// has force-closed its streams, which waits for its receive loop
+		// (hashicorp/yamux#127); with many links closing at once the
+		// spinners starve the goroutines they wait for.
+		_ = l.msgs.SetDeadline(time.Now())
 		// Closing the session unblocks the read loop and any yamux write;
 		// closing conn unblocks a transport that yamux is stuck writing to.
 		l.sess.Close()
