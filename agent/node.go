@@ -51,8 +51,8 @@ type Node struct {
 	// beforeClose runs after the children are down and before the links
 	// close: a child flushes its forwarded logs there.
 	beforeClose func()
-	closed   chan struct{}
-	once     sync.Once
+	closed      chan struct{}
+	once        sync.Once
 }
 
 type child struct {
