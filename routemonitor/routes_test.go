@@ -1,10 +1,7 @@
 package routemonitor_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -17,7 +14,6 @@ import (
 	"github.com/arbor-project/arbor/routemonitor"
 	"github.com/arbor-project/arbor/router"
 	"github.com/arbor-project/arbor/stream/wire"
-	"github.com/hashicorp/go-hclog"
 )
 
 // patience is how long a test waits for an event before failing instead of
@@ -111,62 +107,11 @@ func added(n *testtree.Node, name string, via *testtree.Node) routemonitor.Event
 	return routemonitor.Event{Kind: routemonitor.AddRoute, ID: n.ID(), Name: name, Via: via.ID()}
 }
 
-// logCapture collects a tree's log records (hclog JSON, one per line).
-type logCapture struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (c *logCapture) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.buf.Write(p)
-}
-
-func newLogCapture() (*logCapture, hclog.Logger) {
-	c := &logCapture{}
-	return c, hclog.New(&hclog.LoggerOptions{
-		Name: "test", Output: c, Level: hclog.Debug, JSONFormat: true, DisableTime: true,
-	})
-}
-
-// find returns the records whose message is msg and whose fields include
-// every key of fields with the same value (numbers compared as text).
-func (c *logCapture) find(t *testing.T, msg string, fields map[string]any) []map[string]any {
-	t.Helper()
-	c.mu.Lock()
-	data := append([]byte(nil), c.buf.Bytes()...)
-	c.mu.Unlock()
-	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		var rec map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-			t.Fatalf("log line is not JSON: %q: %v", sc.Text(), err)
-		}
-		if rec["@message"] != msg {
-			continue
-		}
-		ok := true
-		for k, v := range fields {
-			if got, have := rec[k]; !have || fmt.Sprint(got) != fmt.Sprint(v) {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			out = append(out, rec)
-		}
-	}
-	return out
-}
-
 // expectLog fails unless exactly one record matches msg and fields.
-func (c *logCapture) expectLog(t *testing.T, msg string, fields map[string]any) {
+func expectLog(t *testing.T, c *testtree.LogCapture, msg string, fields map[string]any) {
 	t.Helper()
-	if got := c.find(t, msg, fields); len(got) != 1 {
-		all := c.find(t, msg, nil)
+	if got := c.Find(t, msg, fields); len(got) != 1 {
+		all := c.Find(t, msg, nil)
 		t.Fatalf("want exactly one log record %q with %v, got %d; records with that message: %v", msg, fields, len(got), all)
 	}
 }
@@ -582,7 +527,7 @@ func TestLinkCutWithdrawsSubtree(t *testing.T) {
 func TestRouteUpdatesFromTheWrongLink(t *testing.T) {
 	for _, tr := range testtree.Transports {
 		t.Run(tr.Name, func(t *testing.T) {
-			logs, logger := newLogCapture()
+			logs, logger := testtree.NewLogCapture()
 			o := testtree.Options{Transport: tr, Logger: logger}
 			root := testtree.Root(t, o)
 			evRoot := record(t, root)
@@ -612,7 +557,7 @@ func TestRouteUpdatesFromTheWrongLink(t *testing.T) {
 			t.Run("duplicate ADD_ROUTE at an intermediate", func(t *testing.T) {
 				inject(t, b.Down, addRoute(up(b)), wire.AddRoute{ID: b2.ID(), Name: "a/b/evil"})
 				barrier(t, b, root, rootEcho)
-				logs.expectLog(t, "ADD_ROUTE refused", map[string]any{
+				expectLog(t, logs, "ADD_ROUTE refused", map[string]any{
 					"node": a.ID(), "id": b2.ID(), "name": "a/b/evil", "link": link(b, "a/b"),
 					"error": fmt.Sprintf("arbor: node %d: refusing duplicate route to %d via %s: already routed via %s",
 						a.ID(), b2.ID(), link(b, "a/b"), link(b2, "a/b2")),
@@ -621,7 +566,7 @@ func TestRouteUpdatesFromTheWrongLink(t *testing.T) {
 			t.Run("duplicate ADD_ROUTE at the root", func(t *testing.T) {
 				inject(t, a.Down, addRoute(up(a)), wire.AddRoute{ID: x.ID(), Name: "a/evil"})
 				barrier(t, a, root, rootEcho)
-				logs.expectLog(t, "ADD_ROUTE refused", map[string]any{
+				expectLog(t, logs, "ADD_ROUTE refused", map[string]any{
 					"node": root.ID(), "id": x.ID(), "name": "a/evil", "link": link(a, "a"),
 					"error": fmt.Sprintf("arbor: node 0: refusing duplicate route to %d via %s: already routed via %s",
 						x.ID(), link(a, "a"), link(x, "x")),
@@ -630,7 +575,7 @@ func TestRouteUpdatesFromTheWrongLink(t *testing.T) {
 			t.Run("ADD_ROUTE for an ancestor", func(t *testing.T) {
 				inject(t, b.Down, addRoute(up(b)), wire.AddRoute{ID: root.ID(), Name: "evil-root"})
 				barrier(t, b, root, rootEcho)
-				logs.expectLog(t, "ADD_ROUTE refused", map[string]any{
+				expectLog(t, logs, "ADD_ROUTE refused", map[string]any{
 					"node": a.ID(), "id": root.ID(), "name": "evil-root", "link": link(b, "a/b"),
 					"error": fmt.Sprintf("arbor: node %d: refusing route to 0 via %s: that is this node or an ancestor",
 						a.ID(), link(b, "a/b")),
@@ -644,7 +589,7 @@ func TestRouteUpdatesFromTheWrongLink(t *testing.T) {
 					t.Fatal(err)
 				}
 				barrier(t, c, root, rootEcho)
-				logs.expectLog(t, "ADD_ROUTE refused: not from the child that owns the link", map[string]any{
+				expectLog(t, logs, "ADD_ROUTE refused: not from the child that owns the link", map[string]any{
 					"node": a.ID(), "src": c.ID(), "link": link(b, "a/b"),
 				})
 			})
@@ -653,10 +598,10 @@ func TestRouteUpdatesFromTheWrongLink(t *testing.T) {
 				inject(t, b2.Down, delRoute(up(b2)), wire.DelRoute{ID: c.ID(), Cause: "evil"})
 				barrier(t, b, root, rootEcho)
 				barrier(t, b2, root, rootEcho)
-				logs.expectLog(t, "DEL_ROUTE ignored: not from the link that owns the route", map[string]any{
+				expectLog(t, logs, "DEL_ROUTE ignored: not from the link that owns the route", map[string]any{
 					"node": a.ID(), "id": b2.ID(), "from": link(b, "a/b"), "src": b.ID(), "owner": link(b2, "a/b2"),
 				})
-				logs.expectLog(t, "DEL_ROUTE ignored: not from the link that owns the route", map[string]any{
+				expectLog(t, logs, "DEL_ROUTE ignored: not from the link that owns the route", map[string]any{
 					"node": a.ID(), "id": c.ID(), "from": link(b2, "a/b2"), "src": b2.ID(), "owner": link(b, "a/b"),
 				})
 			})
@@ -666,7 +611,7 @@ func TestRouteUpdatesFromTheWrongLink(t *testing.T) {
 					t.Fatal(err)
 				}
 				barrier(t, c, root, rootEcho)
-				logs.expectLog(t, "DEL_ROUTE ignored: not from the link that owns the route", map[string]any{
+				expectLog(t, logs, "DEL_ROUTE ignored: not from the link that owns the route", map[string]any{
 					"node": a.ID(), "id": c.ID(), "from": link(b, "a/b"), "src": c.ID(), "owner": link(b, "a/b"),
 				})
 			})
@@ -674,7 +619,7 @@ func TestRouteUpdatesFromTheWrongLink(t *testing.T) {
 				inject(t, a.Up, delRoute(wire.Header{Dst: a.ID(), Src: root.ID(), Auth: root.ID()}),
 					wire.DelRoute{ID: b.ID(), Cause: "evil"})
 				barrier(t, root, b, bEcho)
-				logs.expectLog(t, "DEL_ROUTE from parent ignored: route is owned by a child link", map[string]any{
+				expectLog(t, logs, "DEL_ROUTE from parent ignored: route is owned by a child link", map[string]any{
 					"node": a.ID(), "id": b.ID(), "owner": link(b, "a/b"),
 				})
 			})

@@ -1,10 +1,8 @@
 package router_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -102,57 +100,6 @@ func barrier(t *testing.T, from, to *testtree.Node, e *echo) {
 	}
 }
 
-// logCapture collects a tree's log records (hclog JSON, one per line).
-type logCapture struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (c *logCapture) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.buf.Write(p)
-}
-
-func newLogCapture() (*logCapture, hclog.Logger) {
-	c := &logCapture{}
-	return c, hclog.New(&hclog.LoggerOptions{
-		Name: "test", Output: c, Level: hclog.Debug, JSONFormat: true, DisableTime: true,
-	})
-}
-
-// find returns the records whose message is msg and whose fields include
-// every key of fields with the same value (numbers compared as text).
-func (c *logCapture) find(t *testing.T, msg string, fields map[string]any) []map[string]any {
-	t.Helper()
-	c.mu.Lock()
-	data := append([]byte(nil), c.buf.Bytes()...)
-	c.mu.Unlock()
-	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		var rec map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-			t.Fatalf("log line is not JSON: %q: %v", sc.Text(), err)
-		}
-		if rec["@message"] != msg {
-			continue
-		}
-		ok := true
-		for k, v := range fields {
-			if got, have := rec[k]; !have || fmt.Sprint(got) != fmt.Sprint(v) {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			out = append(out, rec)
-		}
-	}
-	return out
-}
-
 func link(n *testtree.Node, name string) string {
 	return fmt.Sprintf("link to node %d (%s)", n.ID(), name)
 }
@@ -212,7 +159,7 @@ func tooLarge(t *testing.T, what string, err error, size int, max uint32) {
 func TestSpoofedFramesDropped(t *testing.T) {
 	for _, tr := range testtree.Transports {
 		t.Run(tr.Name, func(t *testing.T) {
-			logs, logger := newLogCapture()
+			logs, logger := testtree.NewLogCapture()
 			o := testtree.Options{Transport: tr, Logger: logger}
 			root := testtree.Root(t, o)
 			a := root.Spawn(t, o, "a")
@@ -342,7 +289,7 @@ func TestSpoofedFramesDropped(t *testing.T) {
 							t.Errorf("node %d: SpoofedDropped went up by %d, want 0", n.ID(), got)
 						}
 					}
-					recs := logs.find(t, "dropped spoofed frame: reverse-path check failed", map[string]any{
+					recs := logs.Find(t, "dropped spoofed frame: reverse-path check failed", map[string]any{
 						"@level": "error", "node": tc.at.ID(),
 						"field": tc.field, "claimed": tc.claimed,
 						"auth": tc.hdr.Auth, "src": tc.hdr.Src, "dst": tc.hdr.Dst, "handle": tc.hdr.Handle,
