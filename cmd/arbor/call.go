@@ -1,0 +1,96 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/arbor-project/arbor/stream/wire"
+	"github.com/spf13/cobra"
+)
+
+func newCallCmd(g *globalFlags) *cobra.Command {
+	var to string
+	cmd := &cobra.Command{
+		Use:   "call --to PATH FUNC [JSON-ARGS]",
+		Short: "Call a function on the last node of PATH and print its result as JSON",
+		Args:  cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if to == "" {
+				return usageErr("call: --to PATH is required")
+			}
+			var fnArgs any
+			if len(args) == 2 {
+				v, err := parseJSONArgs(args[1])
+				if err != nil {
+					return usageErr("call %s: invalid JSON arguments: %v", args[0], err)
+				}
+				fnArgs = v
+			}
+			s, err := g.open(to)
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			var raw rawResult
+			if err := s.last().Call(s.ctx, args[0], fnArgs, &raw); err != nil {
+				return callErr(err)
+			}
+			out, err := json.MarshalIndent(raw.v, "", "  ")
+			if err != nil {
+				return &exitError{code: exitRemote, err: fmt.Errorf("result of %s is not JSON-printable: %w", args[0], err)}
+			}
+			fmt.Println(string(out))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&to, "to", "", "path of hops, e.g. local/local")
+	return cmd
+}
+
+// parseJSONArgs decodes JSON with integers kept as integers, so they match
+// integer fields on the remote side.
+func parseJSONArgs(s string) (any, error) {
+	dec := json.NewDecoder(strings.NewReader(s))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	if dec.More() {
+		return nil, errors.New("trailing data after the JSON value")
+	}
+	return normalizeNumbers(v), nil
+}
+
+func normalizeNumbers(v any) any {
+	switch x := v.(type) {
+	case json.Number:
+		if i, err := x.Int64(); err == nil {
+			return i
+		}
+		f, _ := x.Float64()
+		return f
+	case map[string]any:
+		for k, e := range x {
+			x[k] = normalizeNumbers(e)
+		}
+		return x
+	case []any:
+		for i, e := range x {
+			x[i] = normalizeNumbers(e)
+		}
+		return x
+	}
+	return v
+}
+
+// rawResult decodes any CBOR result into JSON-printable Go values.
+type rawResult struct{ v any }
+
+func (r *rawResult) UnmarshalCBOR(b []byte) error {
+	v, err := wire.UnmarshalAny(b)
+	r.v = v
+	return err
+}
