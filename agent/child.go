@@ -55,7 +55,7 @@ func RunChildWith(reg *funcs.Registry) error {
 		l.Close()
 		return err
 	}
-	n := newNode(r, Options{Logger: log, LogLevel: level.String(), Registry: reg})
+	n := newNode(r, Options{Logger: log, LogLevel: level.String(), Registry: reg, Heartbeat: HeartbeatFromHello(hello)})
 	fwd.start(r)
 	n.beforeClose = func() {
 		fwd.close()

@@ -31,6 +31,15 @@ type Options struct {
 	Registry *funcs.Registry
 	// Exe is the agent binary for local children (default: this executable).
 	Exe string
+	// SSH configures every ssh hop of the tree (passed down in spawn
+	// requests, so intermediate nodes run ssh alike).
+	SSH spawn.SSHOptions
+	// AgentDir holds agent binaries for other platforms, named
+	// arbor-GOOS-GOARCH, shipped to remote hosts of that platform.
+	AgentDir string
+	// Heartbeat is how this node watches its child links (zero fields:
+	// DefaultHeartbeat); children inherit it.
+	Heartbeat HeartbeatConfig
 }
 
 // Node is one running node. It is safe for concurrent use.
@@ -39,8 +48,11 @@ type Node struct {
 	Monitor    *routemonitor.Monitor
 	Dispatcher *funcs.Dispatcher
 	Log        hclog.Logger
+	// Tree is the live view of the whole tree; set at the root only.
+	Tree *Tree
 
 	opts Options
+	hb   *heartbeat
 
 	mu       sync.Mutex
 	children map[uint32]*child
@@ -73,6 +85,7 @@ func NewRoot(o Options) (*Node, error) {
 	}
 	n := newNode(r, o)
 	r.Handle(wire.HandleForwardLog, n.onForwardLog, router.Descendants(r))
+	n.Tree = newTree(n)
 	return n, nil
 }
 
@@ -97,6 +110,7 @@ func newNode(r *router.Router, o Options) *Node {
 	n.Dispatcher = funcs.Serve(r, reg, funcs.DefaultConfig(), map[string]any{"node": n})
 	r.Handle(wire.HandlePing, func(m *router.Message) { _ = r.Reply(m, nil) }, router.Anyone)
 	r.Handle(wire.HandleShutdown, func(*router.Message) { go n.Close() }, nil)
+	n.hb = startHeartbeat(n)
 	return n
 }
 
@@ -147,6 +161,7 @@ func (n *Node) Close() error {
 			n.beforeClose()
 		}
 		n.Router.Close()
+		<-n.hb.done
 		for _, c := range kids {
 			c.proc.Wait(time.Second)
 			c.proc.Kill()

@@ -57,6 +57,7 @@ func Register(reg *funcs.Registry) {
 	funcs.Register(reg, "agent.sleep", sleep)
 	registerExec(reg)
 	registerFS(reg)
+	registerStreams(reg)
 }
 
 // NodeInfo describes this process as node r.

@@ -41,6 +41,10 @@ type Port struct {
 	PeerName string
 	IsParent bool
 
+	// authority marks a child link trusted with this node's authority
+	// (see AttachChildWithAuthority).
+	authority bool
+
 	lastEgress atomic.Uint64 // dst+1 of the last recorded egress: skips the lock on repeats
 	egressMu   sync.Mutex
 	egress     map[uint32]struct{}
@@ -107,6 +111,8 @@ type Router struct {
 	byDst      map[uint32]map[uint32]*waiter // dst → reply handle → waiter
 
 	ids idAllocator
+
+	chans channelTable // bulk channels (channel.go)
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -203,8 +209,25 @@ func (r *Router) AttachParent(l *stream.Link) (*Port, error) {
 // AttachChild attaches l, a link opened with stream.Open, as a child link
 // and starts it. The observer hears of it before any frame is read.
 func (r *Router) AttachChild(l *stream.Link) (*Port, error) {
+	return r.attachChild(l, false)
+}
+
+// AttachChildWithAuthority attaches l like AttachChild, for a peer this
+// node trusts to act with its own authority: a CLI client on the control
+// socket of arbor serve. Frames from it pass the reverse-path check as
+// usual (src and auth must be the peer or routed through it) and then
+// carry this node's ID as their authority, so the tree treats them as the
+// root's own. They may also be forwarded to and from other child links.
+func (r *Router) AttachChildWithAuthority(l *stream.Link) (*Port, error) {
+	return r.attachChild(l, true)
+}
+
+// HasAuthority reports whether frames from p carry this node's authority.
+func (p *Port) HasAuthority() bool { return p.authority }
+
+func (r *Router) attachChild(l *stream.Link, authority bool) (*Port, error) {
 	h := l.Hello()
-	p := &Port{Link: l, PeerID: h.ID, PeerName: h.Name, egress: map[uint32]struct{}{}}
+	p := &Port{Link: l, PeerID: h.ID, PeerName: h.Name, authority: authority, egress: map[uint32]struct{}{}}
 	r.mu.Lock()
 	if _, dup := r.children[p.PeerID]; dup || p.PeerID == r.id {
 		r.mu.Unlock()
@@ -224,6 +247,7 @@ func (r *Router) start(p *Port) {
 	if obs != nil {
 		obs.PortUp(p)
 	}
+	go r.acceptChannels(p)
 	p.Link.Start(func(h wire.Header, payload []byte) {
 		r.Route(&Message{Header: h, Payload: payload, Port: p})
 	}, func(cause error) {
@@ -350,6 +374,9 @@ func (r *Router) Route(m *Message) {
 				return
 			}
 		}
+		if in.authority {
+			m.Auth = r.id
+		}
 	}
 	if m.Dst == r.id {
 		r.mu.RUnlock()
@@ -371,7 +398,7 @@ func (r *Router) Route(m *Message) {
 		r.refuse(m, fmt.Sprintf("no route to %d, my ID is %d", m.Dst, r.id))
 		return
 	}
-	if in != nil && !in.IsParent && !out.IsParent && !r.siblings {
+	if in != nil && !in.IsParent && !out.IsParent && !r.siblings && !in.authority && !out.authority {
 		r.refuse(m, fmt.Sprintf("routing mode prevents forwarding from node %d to node %d (between child links to %d and %d), my ID is %d",
 			m.Src, m.Dst, in.PeerID, out.PeerID, r.id))
 		return

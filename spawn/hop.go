@@ -22,9 +22,6 @@ func (h Hop) String() string {
 // ErrBadPath reports a path that cannot be parsed.
 var ErrBadPath = errors.New("arbor: bad path")
 
-// ErrUnsupported reports a method this build cannot spawn yet.
-var ErrUnsupported = errors.New("arbor: connection method not supported yet")
-
 // ParsePath splits "local/ssh:host/sudo:root" into hops.
 func ParsePath(path string) ([]Hop, error) {
 	if strings.TrimSpace(path) == "" {
@@ -42,7 +39,13 @@ func ParsePath(path string) ([]Hop, error) {
 			if target == "" {
 				return nil, fmt.Errorf("%w: hop %d %q: ssh needs a host (ssh:[user@]host[:port])", ErrBadPath, i+1, part)
 			}
+			if _, err := parseSSHTarget(target); err != nil {
+				return nil, fmt.Errorf("%w: hop %d %q: %v", ErrBadPath, i+1, part, err)
+			}
 		case "sudo":
+			if strings.HasPrefix(target, "-") || strings.ContainsAny(target, " \t\n'\"") {
+				return nil, fmt.Errorf("%w: hop %d %q: bad user name %q", ErrBadPath, i+1, part, target)
+			}
 		case "":
 			return nil, fmt.Errorf("%w: hop %d is empty in %q", ErrBadPath, i+1, path)
 		default:

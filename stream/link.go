@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/arbor-project/arbor/stream/wire"
@@ -35,6 +36,9 @@ type Link struct {
 	hello  wire.Hello
 
 	out chan outFrame
+	// lastIn is when the read loop last read a frame (unix nanoseconds):
+	// the heartbeat's evidence of life.
+	lastIn atomic.Int64
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -189,7 +193,7 @@ func ioErr(err error, deadline time.Time) error {
 }
 
 func newLink(c *Config, log hclog.Logger, conn io.ReadWriteCloser, sess *yamux.Session, msgs *yamux.Stream, peer uint32, hello wire.Hello) *Link {
-	return &Link{
+	l := &Link{
 		cfg:    c,
 		log:    log,
 		conn:   conn,
@@ -200,7 +204,13 @@ func newLink(c *Config, log hclog.Logger, conn io.ReadWriteCloser, sess *yamux.S
 		out:    make(chan outFrame, c.SendQueue),
 		done:   make(chan struct{}),
 	}
+	l.lastIn.Store(time.Now().UnixNano())
+	return l
 }
+
+// LastInbound is when the last frame arrived from the peer (the link's
+// opening time before the first). Heartbeats read it: any frame is life.
+func (l *Link) LastInbound() time.Time { return time.Unix(0, l.lastIn.Load()) }
 
 // PeerID is the node ID at the other end of the link.
 func (l *Link) PeerID() uint32 { return l.peerID }
@@ -393,6 +403,7 @@ func (l *Link) readLoop(onFrame FrameHandler) {
 			l.Abort(err)
 			return
 		}
+		l.lastIn.Store(time.Now().UnixNano())
 		onFrame(h, payload)
 	}
 }

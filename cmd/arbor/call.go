@@ -13,12 +13,18 @@ import (
 func newCallCmd(g *globalFlags) *cobra.Command {
 	var to string
 	cmd := &cobra.Command{
-		Use:   "call --to PATH FUNC [JSON-ARGS]",
-		Short: "Call a function on the last node of PATH and print its result as JSON",
-		Args:  cobra.RangeArgs(1, 2),
+		Use:   "call (--to PATH | NODE) FUNC [JSON-ARGS]",
+		Short: "Call a function on the last node of PATH (or NODE of arbor serve) and print its result as JSON",
+		Args:  cobra.RangeArgs(1, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			var node string
 			if to == "" {
-				return usageErr("call: --to PATH is required")
+				if len(args) < 2 {
+					return usageErr("call: --to PATH is required") // or NODE of arbor serve: call NODE FUNC
+				}
+				node, args = args[0], args[1:]
+			} else if len(args) > 2 {
+				return usageErr("call: too many arguments")
 			}
 			var fnArgs any
 			if len(args) == 2 {
@@ -28,7 +34,7 @@ func newCallCmd(g *globalFlags) *cobra.Command {
 				}
 				fnArgs = v
 			}
-			s, err := g.open(to)
+			s, err := g.openTarget(to, node)
 			if err != nil {
 				return err
 			}

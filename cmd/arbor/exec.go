@@ -8,46 +8,56 @@ import (
 	"github.com/arbor-project/arbor/builtin"
 	"github.com/arbor-project/arbor/funcs"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 )
 
 func newExecCmd(g *globalFlags) *cobra.Command {
 	var to string
 	cmd := &cobra.Command{
-		Use:   "exec --to PATH -- CMD [ARGS...]",
-		Short: "Run a command on the last node of PATH; its exit status is arbor's",
+		Use:   "exec (--to PATH | NODE) -- CMD [ARGS...]",
+		Short: "Run a command on the last node of PATH; its output is streamed and its exit status is arbor's",
 		Args:  cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			var node string
 			if to == "" {
-				return usageErr("exec: --to PATH is required")
+				if len(args) < 1 || cmd.ArgsLenAtDash() != 1 {
+					return usageErr("exec: --to PATH is required") // or NODE of arbor serve: exec NODE -- CMD
+				}
+				node, args = args[0], args[1:]
 			}
 			if len(args) == 0 {
 				return usageErr("exec: no command given (arbor exec --to PATH -- CMD [ARGS...])")
 			}
-			var stdin []byte
-			if st, err := os.Stdin.Stat(); err == nil && st.Mode()&os.ModeCharDevice == 0 && st.Mode()&os.ModeNamedPipe != 0 {
-				stdin, _ = io.ReadAll(os.Stdin)
+			// stdin is forwarded unless it is a terminal.
+			var stdin io.Reader
+			if !isTerminal(os.Stdin) {
+				stdin = os.Stdin
 			}
-			s, err := g.open(to)
+			s, err := g.openTarget(to, node)
 			if err != nil {
 				return err
 			}
 			defer s.close()
-			var res builtin.ExecResult
-			if err := s.last().Call(s.ctx, "sys.exec", builtin.ExecArgs{Argv: args, Stdin: stdin}, &res); err != nil {
+			status, err := builtin.ExecStream(s.ctx, s.last(), builtin.ExecStreamArgs{Argv: args}, stdin, os.Stdout, os.Stderr)
+			if err != nil {
 				var re *funcs.RemoteError
 				if errors.As(err, &re) {
 					return &exitError{code: 127, err: err} // the command could not run
 				}
 				return callErr(err)
 			}
-			os.Stdout.Write(res.Stdout)
-			os.Stderr.Write(res.Stderr)
-			if res.ExitStatus != 0 {
-				return &exitError{code: res.ExitStatus}
+			if status != 0 {
+				return &exitError{code: status}
 			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&to, "to", "", "path of hops, e.g. local/local")
 	return cmd
+}
+
+// isTerminal reports whether f is a terminal.
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }

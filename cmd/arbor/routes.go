@@ -10,15 +10,18 @@ import (
 )
 
 func newRoutesCmd(g *globalFlags) *cobra.Command {
-	var to string
+	var to, at string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "routes --to PATH [--json]",
-		Short: "Build the chain and print every node's route table",
+		Use:   "routes (--to PATH | [--at NODE]) [--json]",
+		Short: "Build the chain and print every node's route table, or print NODE's table in arbor serve's tree",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if to == "" {
-				return usageErr("routes: --to PATH is required")
+				return g.daemonRoutes(at, asJSON)
+			}
+			if at != "" {
+				return usageErr("routes: --at is for arbor serve's tree; with --to every node's table is shown")
 			}
 			s, err := g.open(to)
 			if err != nil {
@@ -43,6 +46,7 @@ func newRoutesCmd(g *globalFlags) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&to, "to", "", "path of hops, e.g. local/local")
+	cmd.Flags().StringVar(&at, "at", "", "without --to: the node of arbor serve's tree whose table to show (default the root)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

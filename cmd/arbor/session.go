@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -20,6 +21,20 @@ import (
 type globalFlags struct {
 	logLevel string
 	timeout  time.Duration
+
+	sshOptions     []string
+	sshConfig      string
+	sshPath        string
+	agentDir       string
+	connectTimeout time.Duration
+}
+
+// nodeOptions are the root's options from the global flags.
+func (g *globalFlags) nodeOptions(log hclog.Logger, level string) agent.Options {
+	return agent.Options{
+		Logger: log, LogLevel: level, ConnectTimeout: g.connectTimeout, AgentDir: g.agentDir,
+		SSH: spawn.SSHOptions{Path: g.sshPath, Options: g.sshOptions, ConfigFile: g.sshConfig},
+	}
 }
 
 func newRootCmd() *cobra.Command {
@@ -32,7 +47,13 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", agent.LevelFromEnv("warn"), "log level for every node of the tree (trace, debug, info, warn, error); also ARBOR_LOG_LEVEL")
 	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 0, "give up after this long (0: no limit)")
-	root.AddCommand(newExecCmd(g), newCallCmd(g), newRoutesCmd(g))
+	root.PersistentFlags().StringArrayVar(&g.sshOptions, "ssh-option", nil, "ssh option KEY=VALUE for every ssh hop, passed as -o (repeatable)")
+	root.PersistentFlags().StringVar(&g.sshConfig, "ssh-config", "", "ssh config file for every ssh hop, passed as -F")
+	root.PersistentFlags().StringVar(&g.sshPath, "ssh-path", "ssh", "the ssh binary")
+	root.PersistentFlags().StringVar(&g.agentDir, "agent-dir", "", "directory of agent binaries for other platforms, named arbor-GOOS-GOARCH")
+	root.PersistentFlags().DurationVar(&g.connectTimeout, "connect-timeout", 30*time.Second, "give up on a hop that is not up after this long (connection, bootstrap and hello)")
+	root.AddCommand(newExecCmd(g), newCallCmd(g), newRoutesCmd(g), newPushCmd(g), newPullCmd(g))
+	addDaemonCommands(root, g)
 	return root
 }
 
@@ -50,9 +71,17 @@ func (g *globalFlags) open(path string) (*session, error) {
 	if err != nil {
 		return nil, usageErr("%v", err)
 	}
-	for _, h := range hops {
-		if h.Method != "local" {
-			return nil, usageErr("%s: %s is not supported yet (only local hops in this release)", h, h.Method)
+	for _, kv := range g.sshOptions {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return nil, usageErr("--ssh-option %q: want KEY=VALUE", kv)
+		}
+	}
+	if g.connectTimeout <= 0 {
+		return nil, usageErr("--connect-timeout must be positive")
+	}
+	if g.agentDir != "" {
+		if st, err := os.Stat(g.agentDir); err != nil || !st.IsDir() {
+			return nil, usageErr("--agent-dir %s: not a directory", g.agentDir)
 		}
 	}
 	level := hclog.LevelFromString(g.logLevel)
@@ -67,7 +96,7 @@ func (g *globalFlags) open(path string) (*session, error) {
 		prev := stop
 		stop = func() { cancel(); prev() }
 	}
-	root, err := agent.NewRoot(agent.Options{Logger: log, LogLevel: level.String()})
+	root, err := agent.NewRoot(g.nodeOptions(log, level.String()))
 	if err != nil {
 		stop()
 		return nil, &exitError{code: exitUnreachable, err: err}

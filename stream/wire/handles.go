@@ -30,6 +30,9 @@ const (
 	HandleSpawn uint32 = 109
 	// HandleChannel opens a bulk channel to this node (payload: ChannelOpen).
 	HandleChannel uint32 = 110
+	// HandleNodeState reports a child link's state to the root
+	// (payload: NodeState).
+	HandleNodeState uint32 = 111
 
 	// FirstDynamicHandle is the first handle a process allocates for itself.
 	FirstDynamicHandle uint32 = 1000
@@ -61,6 +64,8 @@ func HandleName(h uint32) string {
 		return "SPAWN"
 	case HandleChannel:
 		return "CHANNEL"
+	case HandleNodeState:
+		return "NODE_STATE"
 	}
 	return ""
 }

@@ -1,6 +1,9 @@
 package wire
 
-import "strings"
+import (
+	"strings"
+	"time"
+)
 
 // Payloads of the routing protocol. Field keys are small integers
 // (keyasint) so the encoding is compact and stable across renames.
@@ -16,6 +19,11 @@ type Hello struct {
 	MaxMessage uint32   `cbor:"6,keyasint"`           // largest payload on any link of the tree
 	// AllowSiblingRoutes lifts unidirectional routing in the child.
 	AllowSiblingRoutes bool `cbor:"7,keyasint,omitempty"`
+	// Heartbeat thresholds the child applies to its own child links (zero:
+	// the child's defaults): probe interval, then UNRESPONSIVE, then DOWN.
+	HeartbeatInterval time.Duration `cbor:"20,keyasint,omitempty"`
+	UnresponsiveAfter time.Duration `cbor:"21,keyasint,omitempty"`
+	DownAfter         time.Duration `cbor:"22,keyasint,omitempty"`
 }
 
 // HelloAck is the child's answer to Hello.
@@ -72,4 +80,26 @@ func EncodeDeadReason(reason string) []byte {
 		return []byte{0x60}
 	}
 	return b
+}
+
+// NodeState is a parent's report, sent to the root, about one of its child
+// links: the child's metadata when the link comes up, and every change of
+// its heartbeat state (or a significant change of its RTT) afterwards.
+type NodeState struct {
+	ID     uint32 `cbor:"1,keyasint"`
+	Parent uint32 `cbor:"2,keyasint"`
+	Name   string `cbor:"3,keyasint,omitempty"`
+	// Label is the name asked for at spawn ("" for the default name).
+	Label  string `cbor:"4,keyasint,omitempty"`
+	Method string `cbor:"5,keyasint,omitempty"`
+	Target string `cbor:"6,keyasint,omitempty"`
+	Host   string `cbor:"7,keyasint,omitempty"`
+	PID    int    `cbor:"8,keyasint,omitempty"`
+	// State is "up", "unresponsive" or "down".
+	State string        `cbor:"9,keyasint"`
+	RTT   time.Duration `cbor:"10,keyasint,omitempty"`
+	Cause string        `cbor:"11,keyasint,omitempty"`
+	// Spawned marks the report sent when the link comes up (it carries
+	// the metadata); later reports carry only ID, Parent, State, RTT, Cause.
+	Spawned bool `cbor:"12,keyasint,omitempty"`
 }

@@ -1,0 +1,258 @@
+package agent
+
+import (
+	"context"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	arborctx "github.com/arbor-project/arbor/context"
+	"github.com/arbor-project/arbor/routemonitor"
+	"github.com/arbor-project/arbor/router"
+	"github.com/arbor-project/arbor/spawn"
+	"github.com/arbor-project/arbor/stream/wire"
+)
+
+// NodeMeta is what the root knows about one node of its tree.
+type NodeMeta struct {
+	ID     uint32
+	Parent uint32
+	Name   string
+	// Label is the name asked for when the node was spawned ("" for the
+	// default); leading hops are reused by (Parent, Method, Target, Label).
+	Label  string
+	Method string
+	Target string
+	Host   string
+	PID    int
+	State  string
+	RTT    time.Duration
+	// known is set once the parent's NODE_STATE has described the node.
+	known bool
+}
+
+// TreeEvent is a change the root saw: a route added or withdrawn, or a
+// node's heartbeat state changing.
+type TreeEvent struct {
+	Kind  string // "add_route", "del_route", StateUp, StateUnresponsive, StateDown
+	ID    uint32
+	Name  string
+	Time  time.Time
+	Cause string
+}
+
+// Tree is the root's live view of its tree: every node's parent, method,
+// host, pid and heartbeat state, fed by the RouteMonitor (routes) and by
+// NODE_STATE reports that each parent sends about its children. Clients
+// of the control socket are attached as nodes but hidden from it. It is
+// safe for concurrent use.
+type Tree struct {
+	n *Node
+
+	mu      sync.Mutex
+	nodes   map[uint32]*NodeMeta
+	clients map[uint32]bool
+	subs    map[int]func(TreeEvent)
+	nsub    int
+}
+
+func newTree(n *Node) *Tree {
+	t := &Tree{n: n, nodes: map[uint32]*NodeMeta{}, clients: map[uint32]bool{}, subs: map[int]func(TreeEvent){}}
+	n.Router.Handle(wire.HandleNodeState, t.onNodeState, router.Descendants(n.Router))
+	n.Monitor.Subscribe(t.onRoute)
+	return t
+}
+
+// MarkClient hides node id (a control-socket client about to attach) from
+// the tree and its events, until its route is withdrawn.
+func (t *Tree) MarkClient(id uint32) {
+	t.mu.Lock()
+	t.clients[id] = true
+	t.mu.Unlock()
+}
+
+// Subscribe calls fn for every event until the returned function is
+// called. fn runs on a link's read loop and must not block.
+func (t *Tree) Subscribe(fn func(TreeEvent)) (unsubscribe func()) {
+	t.mu.Lock()
+	id := t.nsub
+	t.nsub++
+	t.subs[id] = fn
+	t.mu.Unlock()
+	return func() {
+		t.mu.Lock()
+		delete(t.subs, id)
+		t.mu.Unlock()
+	}
+}
+
+// emit delivers e to every subscriber. t.mu is held on entry, so events
+// reach subscribers in the order the tree changed.
+func (t *Tree) emit(e TreeEvent) {
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	for _, fn := range t.subs {
+		fn(e)
+	}
+}
+
+func (t *Tree) onRoute(e routemonitor.Event) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch e.Kind {
+	case routemonitor.AddRoute:
+		if t.clients[e.ID] {
+			return
+		}
+		if t.nodes[e.ID] == nil {
+			t.nodes[e.ID] = &NodeMeta{ID: e.ID, Name: e.Name, State: StateUp}
+		}
+		t.emit(TreeEvent{Kind: "add_route", ID: e.ID, Name: e.Name, Time: e.Time})
+	case routemonitor.DelRoute:
+		if t.clients[e.ID] {
+			delete(t.clients, e.ID)
+			return
+		}
+		name := e.Name
+		if m := t.nodes[e.ID]; m != nil && name == "" {
+			name = m.Name
+		}
+		delete(t.nodes, e.ID)
+		t.emit(TreeEvent{Kind: "del_route", ID: e.ID, Name: name, Time: e.Time, Cause: e.Cause})
+	}
+}
+
+// onNodeState runs at the root for each NODE_STATE: a parent describing one
+// of its children. Reports about nodes no longer routed are stale.
+func (t *Tree) onNodeState(m *router.Message) {
+	var ns wire.NodeState
+	if err := wire.Unmarshal(m.Payload, &ns); err != nil {
+		t.n.Log.Warn("bad NODE_STATE", "src", m.Src, "error", err)
+		return
+	}
+	if ns.Parent != m.Auth {
+		t.n.Log.Warn("NODE_STATE refused: a node reports only on its own children", "src", m.Src, "parent", ns.Parent, "child", ns.ID)
+		return
+	}
+	if _, _, routed := t.n.Router.Lookup(ns.ID); !routed {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.clients[ns.ID] {
+		return
+	}
+	meta := t.nodes[ns.ID]
+	if meta == nil {
+		meta = &NodeMeta{ID: ns.ID, Name: ns.Name, State: StateUp}
+		t.nodes[ns.ID] = meta
+	}
+	meta.Parent = ns.Parent
+	if ns.Spawned {
+		meta.known = true
+		meta.Name, meta.Label, meta.Method, meta.Target = ns.Name, ns.Label, ns.Method, ns.Target
+		meta.Host, meta.PID = ns.Host, ns.PID
+	}
+	if ns.RTT != 0 {
+		meta.RTT = ns.RTT
+	}
+	if ns.State != "" && ns.State != meta.State {
+		meta.State = ns.State
+		t.emit(TreeEvent{Kind: ns.State, ID: ns.ID, Name: meta.Name, Cause: ns.Cause})
+	}
+}
+
+// Nodes is a snapshot of every node below the root, ordered by ID.
+func (t *Tree) Nodes() []NodeMeta {
+	t.mu.Lock()
+	out := make([]NodeMeta, 0, len(t.nodes))
+	for _, m := range t.nodes {
+		out = append(out, *m)
+	}
+	t.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Node returns what the tree knows of id.
+func (t *Tree) Node(id uint32) (NodeMeta, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	m := t.nodes[id]
+	if m == nil {
+		return NodeMeta{}, false
+	}
+	return *m, true
+}
+
+// FindChild returns the child of parent spawned with hop and label, the
+// one with the lowest ID if several match.
+func (t *Tree) FindChild(parent uint32, hop spawn.Hop, label string) (NodeMeta, bool) {
+	for _, m := range t.Nodes() {
+		if m.known && m.Parent == parent && m.Method == hop.Method && m.Target == hop.Target && m.Label == label {
+			return m, true
+		}
+	}
+	return NodeMeta{}, false
+}
+
+// FindLabel returns a node spawned with label, anywhere in the tree.
+func (t *Tree) FindLabel(label string) (NodeMeta, bool) {
+	for _, m := range t.Nodes() {
+		if m.known && m.Label == label {
+			return m, true
+		}
+	}
+	return NodeMeta{}, false
+}
+
+// reportSpawned tells the root about a child that just came up. It is sent
+// before Spawn returns, on the link the spawn's reply takes, so the root
+// knows the child before a remote caller of agent.spawn does.
+func (n *Node) reportSpawned(p *router.Port, hop spawn.Hop, label string, pid int) {
+	ns := wire.NodeState{
+		ID: p.PeerID, Parent: n.Router.ID(), Name: p.PeerName, Label: label,
+		Method: hop.Method, Target: hop.Target, Host: hostOf(hop), PID: pid,
+		State: StateUp, Spawned: true,
+	}
+	body, err := wire.Marshal(ns)
+	if err != nil {
+		return
+	}
+	if err := n.Router.Send(wire.Header{Dst: wire.RootID, Handle: wire.HandleNodeState}, body); err != nil {
+		n.Log.Debug("node state not sent", "child", p.PeerID, "error", err)
+	}
+}
+
+// hostOf is the host a hop runs on: this host for local and sudo, the
+// target's host for ssh.
+func hostOf(hop spawn.Hop) string {
+	if hop.Method == "ssh" {
+		h := hop.Target
+		if i := strings.LastIndexByte(h, '@'); i >= 0 {
+			h = h[i+1:]
+		}
+		if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[:i], ":") {
+			h = h[:i]
+		}
+		return h
+	}
+	host, _ := os.Hostname()
+	return host
+}
+
+// SpawnVia asks node via, below this one, to spawn a child over hop named
+// name, with this node's spawn settings (ssh options, agent binaries).
+func (n *Node) SpawnVia(ctx context.Context, via *arborctx.Remote, hop spawn.Hop, name string) (SpawnResult, error) {
+	req, err := n.spawnRequest(hop)
+	if err != nil {
+		return SpawnResult{}, err
+	}
+	req.Name = name
+	var res SpawnResult
+	err = via.Call(ctx, "agent.spawn", req, &res)
+	return res, err
+}

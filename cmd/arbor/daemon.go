@@ -1,0 +1,354 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/arbor-project/arbor/agent"
+	arborctx "github.com/arbor-project/arbor/context"
+	"github.com/arbor-project/arbor/control"
+	"github.com/arbor-project/arbor/router"
+	"github.com/arbor-project/arbor/spawn"
+	"github.com/hashicorp/go-hclog"
+	"github.com/spf13/cobra"
+)
+
+// socketFlag is --socket: arbor serve's control socket (default: see
+// control.SocketPath).
+var socketFlag string
+
+// addDaemonCommands adds arbor serve and the commands against it.
+func addDaemonCommands(root *cobra.Command, g *globalFlags) {
+	root.PersistentFlags().StringVar(&socketFlag, "socket", "", "arbor serve's control socket (default $"+control.EnvSocket+", else $XDG_RUNTIME_DIR/arbor/arbor.sock, else ~/.arbor/arbor.sock)")
+	root.AddCommand(newServeCmd(g), newSpawnCmd(g), newTreeCmd(g), newWatchCmd(g),
+		newPingCmd(g), newKillCmd(g), newStopCmd(g))
+}
+
+// daemon is this CLI process attached to a running arbor serve as a node
+// of its tree.
+type daemon struct {
+	node   *agent.Node
+	ctx    context.Context
+	stop   context.CancelFunc
+	socket string
+	log    hclog.Logger
+}
+
+// attach dials arbor serve and attaches to its tree. A server that is not
+// running is exit status 255, like an unreachable node.
+func (g *globalFlags) attach() (*daemon, error) {
+	path, err := control.SocketPath(socketFlag)
+	if err != nil {
+		return nil, &exitError{code: exitUnreachable, err: err}
+	}
+	level := hclog.LevelFromString(g.logLevel)
+	if level == hclog.NoLevel {
+		return nil, usageErr("unknown log level %q", g.logLevel)
+	}
+	log := hclog.New(&hclog.LoggerOptions{Name: "arbor", Level: level, Output: os.Stderr})
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	if g.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, g.timeout)
+		prev := stop
+		stop = func() { cancel(); prev() }
+	}
+	n, err := control.Dial(ctx, path, agent.Options{Logger: log, LogLevel: level.String()})
+	if err != nil {
+		stop()
+		return nil, &exitError{code: exitUnreachable, err: err}
+	}
+	return &daemon{node: n, ctx: ctx, stop: stop, socket: path, log: log}, nil
+}
+
+func (d *daemon) close() {
+	d.node.Close()
+	d.stop()
+}
+
+// root is the daemon's root node.
+func (d *daemon) root() *arborctx.Remote { return d.node.Remote(0, "root") }
+
+// nodes is the daemon's tree, parents first.
+func (d *daemon) nodes() ([]control.NodeEntry, error) {
+	var es []control.NodeEntry
+	if err := d.root().Call(d.ctx, "serve.tree", nil, &es); err != nil {
+		return nil, callErr(err)
+	}
+	return es, nil
+}
+
+// resolve finds NODE: an ID, a full name, or the last hop of one name.
+// An unknown node is a usage error (exit 2).
+func (d *daemon) resolve(spec string) (control.NodeEntry, []control.NodeEntry, error) {
+	es, err := d.nodes()
+	if err != nil {
+		return control.NodeEntry{}, nil, err
+	}
+	if id, err := strconv.ParseUint(spec, 10, 32); err == nil {
+		for _, e := range es {
+			if e.ID == uint32(id) {
+				return e, es, nil
+			}
+		}
+		return control.NodeEntry{}, nil, usageErr("unknown node %s: no node with that ID in the tree at %s (see arbor tree)", spec, d.socket)
+	}
+	var byLast []control.NodeEntry
+	for _, e := range es {
+		if e.Name == spec {
+			return e, es, nil
+		}
+		if e.Name[strings.LastIndexByte(e.Name, '/')+1:] == spec {
+			byLast = append(byLast, e)
+		}
+	}
+	switch len(byLast) {
+	case 1:
+		return byLast[0], es, nil
+	case 0:
+		return control.NodeEntry{}, nil, usageErr("unknown node %q: no node with that name in the tree at %s (see arbor tree)", spec, d.socket)
+	}
+	ids := make([]string, len(byLast))
+	for i, e := range byLast {
+		ids[i] = fmt.Sprintf("%d (%s)", e.ID, e.Name)
+	}
+	return control.NodeEntry{}, nil, usageErr("node name %q is ambiguous: %s; use an ID", spec, strings.Join(ids, ", "))
+}
+
+// openNode attaches to the daemon and returns a session whose target is
+// NODE: `call NODE`, `exec NODE` and friends then run as with --to.
+func (g *globalFlags) openNode(spec string) (*session, error) {
+	d, err := g.attach()
+	if err != nil {
+		return nil, err
+	}
+	e, _, err := d.resolve(spec)
+	if err != nil {
+		d.close()
+		return nil, err
+	}
+	return &session{root: d.node, chain: []*arborctx.Remote{d.node.Remote(e.ID, e.Name)}, ctx: d.ctx, stop: d.stop}, nil
+}
+
+// openTarget is the target of call and exec: the chain named by --to (a
+// one-shot tree), or else NODE of the running daemon.
+func (g *globalFlags) openTarget(to, node string) (*session, error) {
+	if to != "" {
+		return g.open(to)
+	}
+	return g.openNode(node)
+}
+
+func printJSON(v any) {
+	b, _ := json.Marshal(v)
+	fmt.Println(string(b))
+}
+
+func newSpawnCmd(g *globalFlags) *cobra.Command {
+	var name string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "spawn PATH [--name NAME]",
+		Short: "Add a chain of nodes to the running tree, reusing the leading hops it already has",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := spawn.ParsePath(args[0]); err != nil {
+				return usageErr("%v", err)
+			}
+			if strings.Contains(name, "/") || strings.TrimSpace(name) != name {
+				return usageErr("--name %q: a name has no '/' and no surrounding spaces", name)
+			}
+			if _, err := strconv.ParseUint(name, 10, 32); err == nil {
+				return usageErr("--name %q: a name must not be a number (numbers are node IDs)", name)
+			}
+			d, err := g.attach()
+			if err != nil {
+				return err
+			}
+			defer d.close()
+			var res control.SpawnResult
+			if err := d.root().Call(d.ctx, "serve.spawn", control.SpawnArgs{Path: args[0], Name: name}, &res); err != nil {
+				return callErr(err)
+			}
+			if asJSON {
+				printJSON(res)
+			} else {
+				fmt.Printf("%d %s\n", res.ID, res.Name)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "name of the last hop (default: method.PID)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+// pathTo lists the nodes from the root's first child down to e.
+func pathTo(e control.NodeEntry, es []control.NodeEntry) []control.NodeEntry {
+	byID := map[uint32]control.NodeEntry{}
+	for _, x := range es {
+		byID[x.ID] = x
+	}
+	var rev []control.NodeEntry
+	for cur, ok := e, true; ok && cur.Parent != nil; cur, ok = byID[*cur.Parent] {
+		rev = append(rev, cur)
+	}
+	out := make([]control.NodeEntry, len(rev))
+	for i := range rev {
+		out[i] = rev[len(rev)-1-i]
+	}
+	return out
+}
+
+func newPingCmd(g *globalFlags) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "ping NODE",
+		Short: "Measure the round trip to NODE and to every hop on the way",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, err := g.attach()
+			if err != nil {
+				return err
+			}
+			defer d.close()
+			e, es, err := d.resolve(args[0])
+			if err != nil {
+				return err
+			}
+			type hopRTT struct {
+				ID    uint32  `json:"id"`
+				Name  string  `json:"name"`
+				RTTMs float64 `json:"rtt_ms"`
+			}
+			var hops []hopRTT
+			for _, h := range pathTo(e, es) {
+				rtt, err := d.node.Remote(h.ID, h.Name).Ping(d.ctx)
+				if err != nil {
+					return &exitError{code: exitUnreachable, err: err}
+				}
+				hops = append(hops, hopRTT{ID: h.ID, Name: h.Name, RTTMs: float64(rtt.Microseconds()) / 1000})
+			}
+			if asJSON {
+				printJSON(map[string]any{"id": e.ID, "name": e.Name, "hops": hops})
+				return nil
+			}
+			if len(hops) == 0 {
+				fmt.Printf("%d %s: the root (this command talks to it directly)\n", e.ID, e.Name)
+			}
+			for i, h := range hops {
+				fmt.Printf("hop %d: %d %s %.3f ms\n", i+1, h.ID, h.Name, h.RTTMs)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newKillCmd(g *globalFlags) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "kill NODE",
+		Short: "Shut NODE and its subtree down",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, err := g.attach()
+			if err != nil {
+				return err
+			}
+			defer d.close()
+			e, _, err := d.resolve(args[0])
+			if err != nil {
+				return err
+			}
+			if e.Parent == nil {
+				return usageErr("kill %s: that is the root; use arbor stop", args[0])
+			}
+			ctx, cancel := context.WithTimeout(d.ctx, agent.ShutdownGrace+10*time.Second)
+			defer cancel()
+			if err := d.node.Remote(e.ID, e.Name).Shutdown(ctx); err != nil {
+				return &exitError{code: exitUnreachable, err: err}
+			}
+			if asJSON {
+				printJSON(control.SpawnResult{ID: e.ID, Name: e.Name})
+			} else {
+				fmt.Printf("killed %d %s\n", e.ID, e.Name)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newStopCmd(g *globalFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "stop",
+		Short: "Stop arbor serve: its whole tree shuts down",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, err := g.attach()
+			if err != nil {
+				return err
+			}
+			defer d.close()
+			// The server may close this link before its answer is out: a
+			// disconnect after the request is the stop itself.
+			if err := d.root().Call(d.ctx, "serve.stop", nil, nil); err != nil && !errors.Is(err, router.ErrDisconnected) {
+				return callErr(err)
+			}
+			// The server drops its clients once the tree is down.
+			t := time.NewTimer(agent.ShutdownGrace + 30*time.Second)
+			defer t.Stop()
+			select {
+			case <-d.node.ParentLost():
+			case <-d.ctx.Done():
+				return &exitError{code: exitUnreachable, err: fmt.Errorf("arbor serve at %s: stop requested; gave up waiting: %w", d.socket, d.ctx.Err())}
+			case <-t.C:
+				return &exitError{code: exitUnreachable, err: fmt.Errorf("arbor serve at %s: stop requested but still running", d.socket)}
+			}
+			return nil
+		},
+	}
+	return cmd
+}
+
+// daemonRoutes prints the route table of node at (default the root) of
+// the running daemon, in the one-shot command's shapes.
+func (g *globalFlags) daemonRoutes(at string, asJSON bool) error {
+	d, err := g.attach()
+	if err != nil {
+		return err
+	}
+	defer d.close()
+	var t router.Table
+	if at == "" || at == "0" || at == "root" {
+		// The root's own view, without the control-socket clients.
+		err = d.root().Call(d.ctx, "serve.routes", nil, &t)
+	} else {
+		e, _, rerr := d.resolve(at)
+		if rerr != nil {
+			return rerr
+		}
+		err = d.node.Remote(e.ID, e.Name).Call(d.ctx, "agent.routes", nil, &t)
+	}
+	if err != nil {
+		return callErr(err)
+	}
+	if asJSON {
+		b, _ := json.MarshalIndent(map[string]any{"nodes": []router.Table{t}}, "", "  ")
+		fmt.Println(string(b))
+		return nil
+	}
+	fmt.Print(renderTables([]router.Table{t}))
+	return nil
+}

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	arborctx "github.com/arbor-project/arbor/context"
+	"github.com/arbor-project/arbor/transfer"
+	"github.com/spf13/cobra"
+)
+
+type transferFlags struct {
+	to        string
+	recursive bool
+	quiet     bool
+	json      bool
+	sync      bool
+}
+
+func (f *transferFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.to, "to", "", "path of hops, e.g. local/local")
+	cmd.Flags().BoolVarP(&f.recursive, "recursive", "r", false, "copy directory trees")
+	cmd.Flags().BoolVarP(&f.quiet, "quiet", "q", false, "no progress bar")
+	cmd.Flags().BoolVar(&f.json, "json", false, "print a summary object (bytes, files, seconds, sha256) when done")
+	cmd.Flags().BoolVar(&f.sync, "sync", false, "fsync every file before renaming it into place")
+}
+
+func newPushCmd(g *globalFlags) *cobra.Command {
+	f := &transferFlags{}
+	cmd := &cobra.Command{
+		Use:   "push --to PATH [-r] LOCAL REMOTE",
+		Short: "Copy a local file or tree (-r) to the last node of PATH",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runTransfer(g, f, "push", args[0], args[1], transfer.Push)
+		},
+	}
+	f.add(cmd)
+	return cmd
+}
+
+// transferFunc is transfer.Push or transfer.Pull.
+type transferFunc = func(ctx context.Context, rm *arborctx.Remote, src, dst string, o transfer.Options) (transfer.Summary, error)
+
+func runTransfer(g *globalFlags, f *transferFlags, verb, src, dst string, fn transferFunc) error {
+	if f.to == "" {
+		return usageErr("%s: --to PATH is required", verb)
+	}
+	s, err := g.open(f.to)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	o := transfer.Options{Recursive: f.recursive, Sync: f.sync}
+	var bar *progressBar
+	if !f.quiet && isTerminal(os.Stderr) {
+		bar = &progressBar{start: time.Now()}
+		o.Progress = bar.update
+	}
+	sum, err := fn(s.ctx, s.last(), src, dst, o)
+	if bar != nil {
+		bar.finish()
+	}
+	if err != nil {
+		if transfer.IsLocal(err) {
+			return &exitError{code: exitRemote, err: err}
+		}
+		return callErr(err)
+	}
+	if f.json {
+		out, _ := json.Marshal(sum)
+		fmt.Println(string(out))
+	}
+	return nil
+}
+
+// progressBar draws one line on stderr, at most a few times a second, and
+// only for transfers larger than progressMin.
+type progressBar struct {
+	start, last time.Time
+	drawn       bool
+}
+
+const progressMin = 4 << 20
+
+func (b *progressBar) update(p transfer.Progress) {
+	if p.TotalBytes < progressMin {
+		return
+	}
+	now := time.Now()
+	if now.Sub(b.last) < 200*time.Millisecond && p.Bytes < p.TotalBytes {
+		return
+	}
+	b.last = now
+	secs := now.Sub(b.start).Seconds()
+	rate := float64(p.Bytes) / max(secs, 1e-3)
+	eta := "--:--"
+	if rate > 0 && p.Bytes < p.TotalBytes {
+		left := time.Duration(float64(p.TotalBytes-p.Bytes) / rate * float64(time.Second))
+		eta = fmt.Sprintf("%02d:%02d", int(left.Minutes()), int(left.Seconds())%60)
+	}
+	pct := float64(p.Bytes) * 100 / float64(p.TotalBytes)
+	const width = 30
+	fill := int(pct * width / 100)
+	bar := make([]byte, width)
+	for i := range bar {
+		bar[i] = ' '
+		if i < fill {
+			bar[i] = '='
+		}
+	}
+	fmt.Fprintf(os.Stderr, "\r[%s] %5.1f%% %s/%s %s/s ETA %s ", bar, pct,
+		humanBytes(float64(p.Bytes)), humanBytes(float64(p.TotalBytes)), humanBytes(rate), eta)
+	b.drawn = true
+}
+
+func (b *progressBar) finish() {
+	if b.drawn {
+		fmt.Fprintln(os.Stderr)
+	}
+}
+
+func humanBytes(n float64) string {
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
+	i := 0
+	for n >= 1024 && i < len(units)-1 {
+		n /= 1024
+		i++
+	}
+	return fmt.Sprintf("%.1f %s", n, units[i])
+}

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/arbor-project/arbor/agent"
+	"github.com/arbor-project/arbor/builtin"
+	"github.com/arbor-project/arbor/control"
+	"github.com/arbor-project/arbor/funcs"
+	"github.com/hashicorp/go-hclog"
+	"github.com/spf13/cobra"
+)
+
+func newServeCmd(g *globalFlags) *cobra.Command {
+	hb := agent.DefaultHeartbeat()
+	var maxClients int
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Keep a tree alive behind a control socket (foreground; logs to stderr)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := hb.Validate(); err != nil {
+				return usageErr("%v", err)
+			}
+			if maxClients <= 0 {
+				return usageErr("--max-clients must be positive")
+			}
+			level := hclog.LevelFromString(g.logLevel)
+			if level == hclog.NoLevel {
+				return usageErr("unknown log level %q", g.logLevel)
+			}
+			log := hclog.New(&hclog.LoggerOptions{Name: "arbor", Level: level, Output: os.Stderr})
+			path, err := control.SocketPath(socketFlag)
+			if err != nil {
+				return &exitError{code: exitRemote, err: err}
+			}
+			ln, err := control.Listen(path)
+			if err != nil {
+				if errors.Is(err, control.ErrAlreadyRunning) {
+					return &exitError{code: exitRemote, err: err}
+				}
+				return &exitError{code: exitRemote, err: err}
+			}
+			if ln.Warning != "" {
+				log.Warn(ln.Warning)
+			}
+			if ln.RemovedStale {
+				log.Warn("removed a stale socket left by a server that died", "socket", path)
+			}
+			reg := funcs.NewRegistry()
+			builtin.Register(reg)
+			o := g.nodeOptions(log, level.String())
+			o.Registry, o.Heartbeat = reg, hb
+			root, err := agent.NewRoot(o)
+			if err != nil {
+				ln.Close()
+				return &exitError{code: exitRemote, err: err}
+			}
+			srv := control.NewServer(root, reg, ln, control.Config{MaxClients: maxClients})
+			served := make(chan error, 1)
+			go func() { served <- srv.Serve() }()
+			sig := make(chan os.Signal, 1)
+			signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+			defer signal.Stop(sig)
+			fmt.Fprintf(os.Stderr, "arbor serve: listening on %s (pid %d)\n", path, os.Getpid())
+			var why string
+			var serveErr error
+			select {
+			case s := <-sig:
+				why = s.String()
+			case <-srv.StopRequested():
+				why = "arbor stop"
+			case serveErr = <-served:
+				why = "control socket failed"
+			}
+			fmt.Fprintf(os.Stderr, "arbor serve: stopping (%s): shutting the tree down\n", why)
+			// No new clients; the tree goes down (attached clients last,
+			// so arbor stop returns when it is down); then the socket's
+			// handlers end.
+			srv.StopAccepting()
+			root.Close()
+			srv.Close()
+			fmt.Fprintln(os.Stderr, "arbor serve: stopped")
+			if serveErr != nil {
+				return &exitError{code: exitRemote, err: serveErr}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.DurationVar(&hb.Interval, "heartbeat", hb.Interval, "probe each idle link this often")
+	f.DurationVar(&hb.UnresponsiveAfter, "unresponsive-after", hb.UnresponsiveAfter, "a node silent this long is UNRESPONSIVE")
+	f.DurationVar(&hb.DownAfter, "down-after", hb.DownAfter, "a node silent this long is DOWN: its link closes and its subtree is removed")
+	f.IntVar(&maxClients, "max-clients", 16, "CLI clients served at once; more wait for a slot")
+	return cmd
+}

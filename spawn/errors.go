@@ -1,0 +1,112 @@
+package spawn
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// Errors a spawn can fail with. Match them with errors.Is; the error
+// itself (a *HopError) says which node and hop, and carries the exit status
+// and stderr tail of the process that failed.
+var (
+	// ErrUnsupported reports a method this build cannot spawn.
+	ErrUnsupported = errors.New("arbor: connection method not supported")
+	// ErrConnectTimeout matches a child that did not come up in time.
+	ErrConnectTimeout = errors.New("arbor: connection timed out")
+	// ErrNameNotResolved: ssh could not resolve the host name.
+	ErrNameNotResolved = errors.New("arbor: host name not resolved")
+	// ErrUnreachable: the host refused or could not be reached.
+	ErrUnreachable = errors.New("arbor: host unreachable")
+	// ErrAuthRefused: the ssh server refused every credential offered.
+	ErrAuthRefused = errors.New("arbor: authentication refused")
+	// ErrHostKey: the host key is unknown (with strict checking) or changed.
+	ErrHostKey = errors.New("arbor: host key verification failed")
+	// ErrNoShell: the remote side has no usable /bin/sh to run the bootstrap.
+	ErrNoShell = errors.New("arbor: no usable /bin/sh")
+	// ErrSudoPassword: sudo wanted a password (arbor runs sudo -n).
+	ErrSudoPassword = errors.New("arbor: sudo needs a password")
+	// ErrNoBinary: no agent binary for the remote OS/architecture.
+	ErrNoBinary = errors.New("arbor: no agent binary for the platform")
+	// ErrBootstrap: the bootstrap or the agent exited before the link came
+	// up, for a reason none of the errors above names.
+	ErrBootstrap = errors.New("arbor: agent exited during bootstrap")
+)
+
+// HopError is a hop that could not be started.
+type HopError struct {
+	Node   string // name of the node being spawned
+	Hop    string // e.g. "ssh:db1", "sudo:postgres"
+	Kind   error  // one of the Err values above
+	Detail string // what happened, in words
+	Status string // how the process ended ("exit status 255"), if it did
+	Stderr string // the last lines of its stderr
+}
+
+func (e *HopError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "arbor: spawning %s", e.Node)
+	if !strings.HasSuffix(e.Node, e.Hop) {
+		fmt.Fprintf(&b, " (%s)", e.Hop)
+	}
+	fmt.Fprintf(&b, ": %s", e.Detail)
+	if e.Status != "" {
+		fmt.Fprintf(&b, " (%s)", e.Status)
+	}
+	if s := strings.TrimSpace(e.Stderr); s != "" {
+		b.WriteString("; stderr:\n" + s)
+	}
+	return b.String()
+}
+
+// Unwrap makes errors.Is(err, ErrAuthRefused) and the like work.
+func (e *HopError) Unwrap() error { return e.Kind }
+
+// sshFailures map ssh's own messages (it exits 255) to an error kind and
+// the words a user sees. Order matters: the first match wins.
+var sshFailures = []struct {
+	re     *regexp.Regexp
+	kind   error
+	detail string
+}{
+	{regexp.MustCompile(`(?i)could not resolve hostname|name or service not known|nodename nor servname|temporary failure in name resolution|no address associated`),
+		ErrNameNotResolved, "host name not resolved"},
+	{regexp.MustCompile(`(?i)remote host identification has changed|host key for .* has changed`),
+		ErrHostKey, "host key verification failed: the host key has changed"},
+	{regexp.MustCompile(`(?i)no \S+ host key is known|host key verification failed`),
+		ErrHostKey, "host key verification failed: the host key is unknown and strict checking is on"},
+	{regexp.MustCompile(`(?i)permission denied \(|too many authentication failures|no more authentication methods`),
+		ErrAuthRefused, "authentication refused"},
+	{regexp.MustCompile(`(?i)connection timed out|operation timed out|timed out during banner exchange`),
+		ErrConnectTimeout, "connection timed out"},
+	{regexp.MustCompile(`(?i)connection refused|no route to host|network is unreachable|host is down|connection reset|connection closed by|kex_exchange_identification`),
+		ErrUnreachable, "host unreachable"},
+}
+
+// noShell matches a login shell's complaint that /bin/sh cannot run.
+var noShell = regexp.MustCompile(`/bin/sh.*(not found|no such file|permission denied|cannot execute|exec format error)`)
+
+// sudoPassword matches sudo -n refusing to prompt.
+var sudoPassword = regexp.MustCompile(`(?i)sudo: (a password is required|a terminal is required)`)
+
+// classify names why a remote hop's process ended before the bootstrap
+// handed over: code is its exit code (-1 when signalled), sawStatus says
+// whether the bootstrap script reported anything, stderr is its tail.
+func classify(method string, code int, sawStatus bool, stderr string) (error, string) {
+	if method == "ssh" && code == 255 {
+		for _, f := range sshFailures {
+			if f.re.MatchString(stderr) {
+				return f.kind, f.detail
+			}
+		}
+		return ErrUnreachable, "ssh failed"
+	}
+	if method == "sudo" && sudoPassword.MatchString(stderr) {
+		return ErrSudoPassword, ""
+	}
+	if !sawStatus && (code == 126 || code == 127) && noShell.MatchString(strings.ToLower(stderr)) {
+		return ErrNoShell, "no usable /bin/sh to run the bootstrap"
+	}
+	return ErrBootstrap, "agent exited during bootstrap"
+}

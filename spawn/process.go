@@ -1,0 +1,280 @@
+package spawn
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/arbor-project/arbor/stream"
+	"github.com/arbor-project/arbor/stream/wire"
+	"github.com/hashicorp/go-hclog"
+)
+
+// Process is a started child: the agent itself (local), or the ssh or sudo
+// process that carries the link to it.
+type Process struct {
+	cmd    *exec.Cmd
+	pgid   int
+	stderr *tail
+	waited chan struct{}
+	state  *os.ProcessState
+	werr   error
+	// up is set once the link is up: stderr lines before that are part
+	// of the spawn error (logged at debug), lines after it are warnings.
+	up atomic.Bool
+
+	// Bootstrap says how a remote agent was started: "hit" (found in the
+	// remote cache), "upload" (sent over the link first) or "" (local).
+	Bootstrap string
+}
+
+// PID is the child's process ID.
+func (p *Process) PID() int { return p.cmd.Process.Pid }
+
+// Kill kills the child's whole process group.
+func (p *Process) Kill() {
+	_ = syscall.Kill(-p.pgid, syscall.SIGKILL)
+}
+
+// Exited is closed when the child has exited and been reaped.
+func (p *Process) Exited() <-chan struct{} { return p.waited }
+
+// Wait waits for the child to exit, up to d, killing its group after that.
+func (p *Process) Wait(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-p.waited:
+	case <-t.C:
+		p.Kill()
+		<-p.waited
+	}
+}
+
+// StderrTail is the last lines the child wrote to stderr.
+func (p *Process) StderrTail() string { return p.stderr.String() }
+
+// exitStatus describes how the child ended; call it once Exited is closed.
+func (p *Process) exitStatus() (string, int) {
+	if p.state == nil {
+		return "unknown status", -1
+	}
+	if ws, ok := p.state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return "killed by signal " + ws.Signal().String(), -1
+	}
+	return fmt.Sprintf("exit status %d", p.state.ExitCode()), p.state.ExitCode()
+}
+
+// startProcess starts argv in its own process group with pipes on stdin
+// and stdout; stderr lines are kept in a tail and logged under name.
+//
+// The child gets SIGTERM, not SIGKILL, when the parent dies: an agent
+// handles it like the loss of its parent link and shuts down, killing the
+// process groups of the commands it runs (a SIGKILL cascade would leave
+// those behind); ssh exits on it, which ends the remote agent's link.
+func startProcess(argv, env []string, log hclog.Logger, name string) (*Process, *pipeConn, error) {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	stderrR, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, fmt.Errorf("arbor: starting %s for %s: %w", argv[0], name, err)
+	}
+	p := &Process{cmd: cmd, pgid: cmd.Process.Pid, stderr: newTail(20), waited: make(chan struct{})}
+	name = strings.ReplaceAll(name, "%d", fmt.Sprint(p.PID()))
+	stderrDone := make(chan struct{})
+	go func() {
+		defer close(stderrDone)
+		p.stderr.pump(stderrR, log.With("child", name), &p.up)
+	}()
+	go func() {
+		<-stderrDone // all of stderr read before Wait closes the pipe
+		err := cmd.Wait()
+		p.state, p.werr = cmd.ProcessState, err
+		close(p.waited)
+	}()
+	return p, &pipeConn{r: stdout, w: stdin}, nil
+}
+
+// openLink sends the hello over conn and waits for the acknowledgement
+// (bounded by cfg.HelloTimeout and ctx). When ctx ends first the child's
+// group is killed and reaped; on another failure explain must reap it
+// (see settle) and turn the failure into the error to return.
+func openLink(ctx context.Context, p *Process, conn io.ReadWriteCloser, hello wire.Hello, cfg *stream.Config,
+	explain func(err error) error) (*stream.Link, wire.HelloAck, error) {
+	type opened struct {
+		l   *stream.Link
+		ack wire.HelloAck
+		err error
+	}
+	ch := make(chan opened, 1)
+	go func() {
+		l, ack, err := stream.Open(conn, hello, cfg)
+		ch <- opened{l, ack, err}
+	}()
+	var res opened
+	var cancelled error
+	select {
+	case res = <-ch:
+	case <-ctx.Done():
+		conn.Close()
+		res = <-ch
+		if res.err == nil {
+			res.l.Close()
+		}
+		// Closing the pipes fails the hello with whatever error; the
+		// reason is the caller's context, not the child.
+		cancelled = ctx.Err()
+	}
+	if res.err == nil && cancelled == nil {
+		p.up.Store(true)
+		return res.l, res.ack, nil
+	}
+	if cancelled != nil {
+		p.Kill()
+		p.Wait(5 * time.Second)
+		return nil, wire.HelloAck{}, fmt.Errorf("arbor: spawning %s: %w", hello.Name, cancelled)
+	}
+	return nil, wire.HelloAck{}, explain(res.err)
+}
+
+// settle lets a child that failed its start exit on its own (its exit
+// status tells why), killing its group at once after a timeout or after a
+// grace period otherwise, and reaps it.
+func (p *Process) settle(timedOut bool) {
+	if timedOut {
+		p.Kill()
+	}
+	p.Wait(2 * time.Second)
+	p.Kill() // anything left in its group
+}
+
+// startError explains why a local child did not come up, once it is
+// reaped.
+func (p *Process) startError(name string, err error) error {
+	p.settle(isTimeout(err))
+	tailText := strings.TrimSpace(p.StderrTail())
+	if isTimeout(err) {
+		msg := fmt.Sprintf("arbor: spawning %s: connection timed out", name)
+		if tailText != "" {
+			msg += "; child stderr:\n" + tailText
+		}
+		return fmt.Errorf("%s: %w", msg, ErrConnectTimeout)
+	}
+	status, _ := p.exitStatus()
+	msg := fmt.Sprintf("arbor: spawning %s: child exited before the link came up (%s)", name, status)
+	if tailText != "" {
+		msg += "; child stderr:\n" + tailText
+	}
+	return fmt.Errorf("%s: %w", msg, err)
+}
+
+func isTimeout(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "connection timed out")
+}
+
+// pipeConn joins the child's stdout (read) and stdin (write). r may be
+// replaced by a buffered reader that already holds bytes read from the
+// child (the bootstrap's status lines).
+type pipeConn struct {
+	r    io.Reader
+	rc   io.Closer
+	w    io.WriteCloser
+	once sync.Once
+}
+
+func (c *pipeConn) Read(b []byte) (int, error)  { return c.r.Read(b) }
+func (c *pipeConn) Write(b []byte) (int, error) { return c.w.Write(b) }
+func (c *pipeConn) Close() error {
+	c.once.Do(func() {
+		c.w.Close()
+		if c.rc != nil {
+			c.rc.Close()
+		} else if rc, ok := c.r.(io.Closer); ok {
+			rc.Close()
+		}
+	})
+	return nil
+}
+
+// tail keeps the last n lines written to it.
+type tail struct {
+	mu    sync.Mutex
+	n     int
+	lines []string
+}
+
+func newTail(n int) *tail { return &tail{n: n} }
+
+func (t *tail) add(line string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.lines = append(t.lines, line)
+	if len(t.lines) > t.n {
+		t.lines = t.lines[len(t.lines)-t.n:]
+	}
+}
+
+func (t *tail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.Join(t.lines, "\n")
+}
+
+// pump reads the child's stderr line by line, keeping the tail and logging
+// each line (a warning once up is set), until EOF.
+func (t *tail) pump(r io.Reader, log hclog.Logger, up *atomic.Bool) {
+	logLine := func(line string) {
+		if up.Load() {
+			log.Warn("child stderr: " + line)
+		} else {
+			log.Debug("child stderr: " + line)
+		}
+	}
+	buf := make([]byte, 0, 4096)
+	chunk := make([]byte, 4096)
+	for {
+		n, err := r.Read(chunk)
+		buf = append(buf, chunk[:n]...)
+		for {
+			i := bytes.IndexByte(buf, '\n')
+			if i < 0 {
+				break
+			}
+			line := string(buf[:i])
+			buf = buf[i+1:]
+			t.add(line)
+			logLine(line)
+		}
+		if len(buf) > 4096 { // a very long line: keep what we have
+			t.add(string(buf))
+			buf = buf[:0]
+		}
+		if err != nil {
+			if len(buf) > 0 {
+				t.add(string(buf))
+				logLine(string(buf))
+			}
+			return
+		}
+	}
+}

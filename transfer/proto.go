@@ -1,0 +1,222 @@
+package transfer
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/arbor-project/arbor/stream/wire"
+)
+
+// The transfer stream (documented in stream/PROTOCOL.md, section 11.3) is
+// a sequence of records: one type byte, a 4-byte big-endian body length,
+// the body. The sender writes
+//
+//	'b' begin   CBOR begin
+//	per entry:  'h' CBOR entry; for a file: 'd' data... then 's' sha256 (32 bytes)
+//	'e' end     CBOR end
+//
+// or 'x' (CBOR text) at any point when it fails. The receiver answers on
+// the other direction with one record: 'k' (CBOR Summary) once every file
+// is in place, or 'x' with its error. A stream that ends before 'e' was cut
+// short: nothing of the file being written is left under its real name.
+const (
+	recBegin = 'b'
+	recEntry = 'h'
+	recData  = 'd'
+	recSum   = 's'
+	recEnd   = 'e'
+	recError = 'x'
+	recOK    = 'k'
+)
+
+const (
+	// chunkSize is the data carried per 'd' record.
+	chunkSize = 256 << 10
+	// maxRecord bounds a record body a reader accepts.
+	maxRecord = 1 << 20
+	recHeader = 5
+)
+
+// Entry types.
+const (
+	typeFile    uint8 = 1
+	typeDir     uint8 = 2
+	typeSymlink uint8 = 3
+)
+
+type beginRec struct {
+	Base  string `cbor:"1,keyasint"` // the source's base name
+	Dir   bool   `cbor:"2,keyasint,omitempty"`
+	Files int64  `cbor:"3,keyasint,omitempty"` // regular files to come
+	Bytes int64  `cbor:"4,keyasint,omitempty"` // their total size
+}
+
+type entryRec struct {
+	Path    string `cbor:"1,keyasint"` // slash-separated, relative to the transfer root; "." is the root
+	Type    uint8  `cbor:"2,keyasint"`
+	Mode    uint32 `cbor:"3,keyasint"` // permission bits with setuid, setgid, sticky (07777)
+	MtimeNs int64  `cbor:"4,keyasint"`
+	Size    int64  `cbor:"5,keyasint,omitempty"`
+	Target  string `cbor:"6,keyasint,omitempty"` // a symlink's target
+}
+
+type endRec struct {
+	Files  int64  `cbor:"1,keyasint,omitempty"`
+	Bytes  int64  `cbor:"2,keyasint,omitempty"`
+	Digest []byte `cbor:"3,keyasint"` // see Summary.SHA256
+}
+
+// errCutShort: the channel ended before the protocol said it was done.
+var errCutShort = errors.New("arbor: transfer cut short: channel closed before the end")
+
+type recWriter struct {
+	raw io.Writer
+	w   *bufio.Writer
+	hdr [recHeader]byte
+}
+
+func newRecWriter(w io.Writer) *recWriter {
+	return &recWriter{raw: w, w: bufio.NewWriterSize(w, 64<<10)}
+}
+
+// writeFramed writes a record whose body is rec[recHeader:], filling in
+// its header in place: data goes to the channel in one write, uncopied.
+func (rw *recWriter) writeFramed(typ byte, rec []byte) error {
+	if err := rw.w.Flush(); err != nil {
+		return err
+	}
+	rec[0] = typ
+	binary.BigEndian.PutUint32(rec[1:recHeader], uint32(len(rec)-recHeader))
+	_, err := rw.raw.Write(rec)
+	return err
+}
+
+func (rw *recWriter) write(typ byte, body []byte) error {
+	rw.hdr[0] = typ
+	binary.BigEndian.PutUint32(rw.hdr[1:], uint32(len(body)))
+	if _, err := rw.w.Write(rw.hdr[:]); err != nil {
+		return err
+	}
+	_, err := rw.w.Write(body)
+	return err
+}
+
+func (rw *recWriter) writeCBOR(typ byte, v any) error {
+	b, err := wire.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return rw.write(typ, b)
+}
+
+func (rw *recWriter) flush() error { return rw.w.Flush() }
+
+type recReader struct {
+	r   *bufio.Reader
+	hdr [recHeader]byte
+	buf []byte
+}
+
+func newRecReader(r io.Reader) *recReader {
+	// Smaller than a data record: most of a record's body is read
+	// straight into its buffer, past bufio.
+	return &recReader{r: bufio.NewReaderSize(r, 64<<10)}
+}
+
+// next reads one record. The body is valid until the next call. EOF
+// anywhere is errCutShort: every stream ends with an explicit record.
+func (rr *recReader) next() (byte, []byte, error) {
+	if _, err := io.ReadFull(rr.r, rr.hdr[:]); err != nil {
+		return 0, nil, cutShort(err)
+	}
+	n := binary.BigEndian.Uint32(rr.hdr[1:])
+	if n > maxRecord {
+		return 0, nil, fmt.Errorf("arbor: transfer: record of %d bytes exceeds %d", n, maxRecord)
+	}
+	if cap(rr.buf) < int(n) {
+		rr.buf = make([]byte, n, max(int(n), chunkSize))
+	}
+	body := rr.buf[:n]
+	if _, err := io.ReadFull(rr.r, body); err != nil {
+		return 0, nil, cutShort(err)
+	}
+	return rr.hdr[0], body, nil
+}
+
+// nextInto is next, with a data record's body read into a buffer from
+// get instead of the reader's own (so it can be handed to another
+// goroutine).
+func (rr *recReader) nextInto(get func() []byte) (byte, []byte, error) {
+	if _, err := io.ReadFull(rr.r, rr.hdr[:]); err != nil {
+		return 0, nil, cutShort(err)
+	}
+	n := binary.BigEndian.Uint32(rr.hdr[1:])
+	if n > maxRecord {
+		return 0, nil, fmt.Errorf("arbor: transfer: record of %d bytes exceeds %d", n, maxRecord)
+	}
+	var body []byte
+	if rr.hdr[0] == recData && n <= chunkSize {
+		body = get()[:n]
+	} else {
+		if cap(rr.buf) < int(n) {
+			rr.buf = make([]byte, n)
+		}
+		body = rr.buf[:n]
+	}
+	if _, err := io.ReadFull(rr.r, body); err != nil {
+		return 0, nil, cutShort(err)
+	}
+	return rr.hdr[0], body, nil
+}
+
+func cutShort(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return errCutShort
+	}
+	return fmt.Errorf("%w: %w", errCutShort, err)
+}
+
+// peerError is the error the other end reported in an 'x' record.
+type peerError struct {
+	role string // "sender" or "receiver"
+	msg  string
+}
+
+func (e *peerError) Error() string { return e.role + ": " + e.msg }
+
+func decodePeerError(role string, body []byte) error {
+	var msg string
+	if err := wire.Unmarshal(body, &msg); err != nil {
+		msg = "undecodable error record: " + err.Error()
+	}
+	return &peerError{role: role, msg: msg}
+}
+
+// localError marks a failure of this end's own file system work (a missing
+// source, an unwritable destination, a full disk), as opposed to the
+// channel or the other end failing.
+type localError struct{ err error }
+
+func (e *localError) Error() string { return e.err.Error() }
+func (e *localError) Unwrap() error { return e.err }
+
+func local(err error) error {
+	if err == nil {
+		return nil
+	}
+	var le *localError
+	if errors.As(err, &le) {
+		return err
+	}
+	return &localError{err}
+}
+
+// IsLocal reports whether err is a failure of this end's file system work
+// rather than of the channel or the other end.
+func IsLocal(err error) bool {
+	var le *localError
+	return errors.As(err, &le)
+}
