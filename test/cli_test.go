@@ -274,7 +274,7 @@ func TestBadInput(t *testing.T) {
 		{"sudo hop", []string{"call", "--to", "local/sudo:postgres", "agent.ping"}, 2,
 			regexp.MustCompile(`^arbor: sudo:postgres: sudo is not supported yet`)},
 		{"command not found", []string{"exec", "--to", "local/local", "--", "no-such-command-4711", "arg"}, 127,
-			regexp.MustCompile(`^arbor: node \d+ \(local\.\d+/local\.\d+\): sys.exec: command not found: no-such-command-4711\n$`)},
+			regexp.MustCompile(`^arbor: node \d+ \(local\.\d+/local\.\d+\): sys\.exec\.stream: command not found: no-such-command-4711\n$`)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res := runArbor(t, tc.args...)
