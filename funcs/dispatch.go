@@ -98,9 +98,14 @@ func (d *Dispatcher) onCall(m *router.Message) {
 		d.fail(m, req.Fn, KindBusy, fmt.Sprintf("busy: %d calls running and %d queued", cap(d.slots), d.maxQ))
 		return
 	}
-	ctx, cancel := context.WithCancel(d.base)
+	// One context per call, released when the call ends: a second one
+	// left behind would stay registered with d.base for the node's life.
+	var ctx context.Context
+	var cancel context.CancelFunc
 	if req.DeadlineUnixNano > 0 {
 		ctx, cancel = context.WithDeadline(d.base, time.Unix(0, req.DeadlineUnixNano))
+	} else {
+		ctx, cancel = context.WithCancel(d.base)
 	}
 	key := callKey{m.Src, m.ReplyTo}
 	if m.ReplyTo != wire.HandleNone {
