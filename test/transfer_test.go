@@ -309,16 +309,82 @@ func TestEscapeRefusedCLI(t *testing.T) {
 	}
 }
 
+// tightHeartbeat flags a node after 1 s without a frame: a heartbeat that
+// queued behind bulk data for longer would be reported.
+var tightHeartbeat = agent.HeartbeatConfig{Interval: 100 * time.Millisecond, UnresponsiveAfter: time.Second, DownAfter: 5 * time.Second}
+
+// stateEvents records the root's tree events as they happen.
+type stateEvents struct {
+	mu      sync.Mutex
+	events  []agent.TreeEvent
+	changed chan struct{} // closed (and replaced) on every event
+}
+
+func recordStates(t *testing.T, root *agent.Node) *stateEvents {
+	se := &stateEvents{changed: make(chan struct{})}
+	unsub := root.Tree.Subscribe(func(e agent.TreeEvent) {
+		se.mu.Lock()
+		se.events = append(se.events, e)
+		close(se.changed)
+		se.changed = make(chan struct{})
+		se.mu.Unlock()
+	})
+	t.Cleanup(unsub)
+	return se
+}
+
+// since returns the events from the n-th on and the count so far.
+func (se *stateEvents) since(n int) ([]agent.TreeEvent, int, <-chan struct{}) {
+	se.mu.Lock()
+	defer se.mu.Unlock()
+	return append([]agent.TreeEvent(nil), se.events[n:]...), len(se.events), se.changed
+}
+
+// unhealthy lists the unresponsive and down events from the n-th on.
+func (se *stateEvents) unhealthy(n int) []agent.TreeEvent {
+	evs, _, _ := se.since(n)
+	var bad []agent.TreeEvent
+	for _, e := range evs {
+		if e.Kind == agent.StateUnresponsive || e.Kind == agent.StateDown {
+			bad = append(bad, e)
+		}
+	}
+	return bad
+}
+
+// wait waits for an event of kind about id from the n-th event on.
+func (se *stateEvents) wait(t *testing.T, n int, kind string, id uint32, timeout time.Duration) agent.TreeEvent {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		evs, _, changed := se.since(n)
+		for _, e := range evs {
+			if e.Kind == kind && e.ID == id {
+				return e
+			}
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			t.Fatalf("no %s event for node %d within %s; events: %+v", kind, id, timeout, evs)
+		}
+	}
+}
+
 // TestPingDuringTransfer: while 1 GiB goes through the middle node of
-// three, agent.ping calls to that node keep answering. (The heartbeat is
-// another issue's; when it lands, this test should also check that the
-// node is never reported UNRESPONSIVE.)
+// three, agent.ping calls to that node keep answering, and with a 1 s
+// unresponsive threshold the heartbeat never reports any node unresponsive
+// or down. Stopping the last node afterwards (SIGSTOP) is reported, which
+// shows that the watch would have seen it. (TestPullDuringHeartbeatServe
+// is the same with the data flowing up, through arbor serve.)
 func TestPingDuringTransfer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("1 GiB transfer")
 	}
-	root, _ := newRoot(t, agent.Options{}, "warn")
-	chain, _ := spawnChain(t, root, 3)
+	root, _ := newRoot(t, agent.Options{Heartbeat: tightHeartbeat}, "warn")
+	states := recordStates(t, root)
+	chain, infos := spawnChain(t, root, 3)
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src")
 	os.WriteFile(src, nil, 0o644)
@@ -330,6 +396,7 @@ func TestPingDuringTransfer(t *testing.T) {
 	started := make(chan struct{})
 	var once sync.Once
 	done := make(chan error, 1)
+	_, mark, _ := states.since(0)
 	go func() {
 		_, err := transfer.Push(ctx, chain[2], src, filepath.Join(dir, "dst"), transfer.Options{
 			Progress: func(p transfer.Progress) {
@@ -356,7 +423,11 @@ func TestPingDuringTransfer(t *testing.T) {
 			if pings == 0 {
 				t.Fatal("no ping completed during the transfer")
 			}
-			t.Logf("%d agent.ping calls to the middle node during 1 GiB through it; slowest %s", pings, worst)
+			if bad := states.unhealthy(mark); len(bad) > 0 {
+				t.Fatalf("heartbeat reported during the transfer: %+v", bad)
+			}
+			t.Logf("%d agent.ping calls to the middle node during 1 GiB through it; slowest %s; no unresponsive or down event", pings, worst)
+			requireStopReported(t, states, chain[2].ID(), infos[2].PID)
 			return
 		default:
 		}
@@ -370,4 +441,26 @@ func TestPingDuringTransfer(t *testing.T) {
 		pings++
 		worst = max(worst, time.Since(start))
 	}
+}
+
+// requireStopReported stops node id (process pid) until the heartbeat
+// reports it unresponsive, then resumes it and waits for it to be up again.
+func requireStopReported(t *testing.T, states *stateEvents, id uint32, pid int) {
+	t.Helper()
+	_, mark, _ := states.since(0)
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			syscall.Kill(pid, syscall.SIGCONT)
+		}
+	}
+	defer resume()
+	e := states.wait(t, mark, agent.StateUnresponsive, id, 30*time.Second)
+	resume()
+	states.wait(t, mark, agent.StateUp, id, 30*time.Second)
+	t.Logf("control: node %d stopped is reported: %s", id, e.Cause)
 }

@@ -8,11 +8,11 @@ import (
 func newPullCmd(g *globalFlags) *cobra.Command {
 	f := &transferFlags{}
 	cmd := &cobra.Command{
-		Use:   "pull --to PATH [-r] REMOTE LOCAL",
-		Short: "Copy a file or tree (-r) from the last node of PATH to this machine",
-		Args:  cobra.ExactArgs(2),
+		Use:   "pull (--to PATH | NODE) [-r] REMOTE LOCAL",
+		Short: "Copy a file or tree (-r) from the last node of PATH (or NODE of arbor serve) to this machine",
+		Args:  cobra.RangeArgs(2, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runTransfer(g, f, "pull", args[0], args[1], transfer.Pull)
+			return runTransfer(g, f, "pull", args, transfer.Pull)
 		},
 	}
 	f.add(cmd)

@@ -21,7 +21,7 @@ type transferFlags struct {
 }
 
 func (f *transferFlags) add(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.to, "to", "", "path of hops, e.g. local/local")
+	cmd.Flags().StringVar(&f.to, "to", "", "path of hops, e.g. local/local (without it, the first argument is NODE of arbor serve)")
 	cmd.Flags().BoolVarP(&f.recursive, "recursive", "r", false, "copy directory trees")
 	cmd.Flags().BoolVarP(&f.quiet, "quiet", "q", false, "no progress bar")
 	cmd.Flags().BoolVar(&f.json, "json", false, "print a summary object (bytes, files, seconds, sha256) when done")
@@ -31,11 +31,11 @@ func (f *transferFlags) add(cmd *cobra.Command) {
 func newPushCmd(g *globalFlags) *cobra.Command {
 	f := &transferFlags{}
 	cmd := &cobra.Command{
-		Use:   "push --to PATH [-r] LOCAL REMOTE",
-		Short: "Copy a local file or tree (-r) to the last node of PATH",
-		Args:  cobra.ExactArgs(2),
+		Use:   "push (--to PATH | NODE) [-r] LOCAL REMOTE",
+		Short: "Copy a local file or tree (-r) to the last node of PATH (or NODE of arbor serve)",
+		Args:  cobra.RangeArgs(2, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runTransfer(g, f, "push", args[0], args[1], transfer.Push)
+			return runTransfer(g, f, "push", args, transfer.Push)
 		},
 	}
 	f.add(cmd)
@@ -45,11 +45,20 @@ func newPushCmd(g *globalFlags) *cobra.Command {
 // transferFunc is transfer.Push or transfer.Pull.
 type transferFunc = func(ctx context.Context, rm *arborctx.Remote, src, dst string, o transfer.Options) (transfer.Summary, error)
 
-func runTransfer(g *globalFlags, f *transferFlags, verb, src, dst string, fn transferFunc) error {
-	if f.to == "" {
-		return usageErr("%s: --to PATH is required", verb)
+// runTransfer runs push or pull; args are SRC DST after --to PATH, or
+// NODE SRC DST against arbor serve.
+func runTransfer(g *globalFlags, f *transferFlags, verb string, args []string, fn transferFunc) error {
+	var node string
+	switch {
+	case f.to == "" && len(args) == 3:
+		node, args = args[0], args[1:]
+	case f.to == "":
+		return usageErr("%s: --to PATH is required (or NODE of arbor serve: %s NODE SRC DST)", verb, verb)
+	case len(args) == 3:
+		return usageErr("%s: too many arguments: with --to, give SRC DST only", verb)
 	}
-	s, err := g.open(f.to)
+	src, dst := args[0], args[1]
+	s, err := g.openTarget(f.to, node)
 	if err != nil {
 		return err
 	}
