@@ -43,6 +43,7 @@ type Dispatcher struct {
 	base    context.Context
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
+	work    chan func() // hands a call to an idle worker
 }
 
 // Serve registers CALL and CANCEL on r and runs calls from reg. values is
@@ -62,6 +63,7 @@ func Serve(r *router.Router, reg *Registry, cfg Config, values map[string]any) *
 		running: make(map[callKey]context.CancelFunc),
 		base:    base,
 		stop:    stop,
+		work:    make(chan func()),
 	}
 	// Each function applies its own policy; the handle admits everyone the
 	// router let through.
@@ -113,9 +115,7 @@ func (d *Dispatcher) onCall(m *router.Message) {
 		d.running[key] = cancel
 		d.mu.Unlock()
 	}
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
+	d.dispatch(func() {
 		defer d.queued.Add(-1)
 		defer func() {
 			d.mu.Lock()
@@ -131,6 +131,41 @@ func (d *Dispatcher) onCall(m *router.Message) {
 		}
 		defer func() { <-d.slots }()
 		d.run(ctx, m, e, req)
+	})
+}
+
+// workerIdle is how long an idle worker goroutine waits for the next call
+// before it exits.
+const workerIdle = 5 * time.Second
+
+// dispatch runs job on an idle worker goroutine, or on a new one when none
+// is idle. Reusing workers matters for small calls: a fresh goroutine
+// starts with a small stack and grows it (by copying) the first time a
+// call encodes its result, which cost about 8% of a child's CPU in the
+// 1-hop round-trip profile.
+func (d *Dispatcher) dispatch(job func()) {
+	select {
+	case d.work <- job:
+		return
+	default:
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		idle := time.NewTimer(workerIdle)
+		defer idle.Stop()
+		for {
+			job()
+			job = nil
+			idle.Reset(workerIdle)
+			select {
+			case job = <-d.work:
+			case <-idle.C:
+				return
+			case <-d.base.Done():
+				return
+			}
+		}
 	}()
 }
 
