@@ -85,7 +85,10 @@ func (c *Config) withDefaults() (*Config, error) {
 }
 
 // yamuxConfig builds the yamux settings for a link. yamux never logs to
-// stderr on its own: its records go through the link's hclog logger.
+// stderr on its own: its records go through the link's hclog logger, at
+// debug level. What yamux reports as errors ("Failed to write body: broken
+// pipe") is the loss of a link, which the router already reports with the
+// node's name; at error level it would be noise on every lost hop.
 func (c *Config) yamuxConfig(log hclog.Logger) *yamux.Config {
 	yc := yamux.DefaultConfig()
 	yc.AcceptBacklog = 256
@@ -98,7 +101,7 @@ func (c *Config) yamuxConfig(log hclog.Logger) *yamux.Config {
 	yc.StreamOpenTimeout = c.HelloTimeout
 	yc.StreamCloseTimeout = time.Minute
 	yc.LogOutput = nil
-	yc.Logger = log.Named("yamux").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
+	yc.Logger = log.Named("yamux").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug})
 	return yc
 }
 
