@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -99,24 +100,7 @@ func TestPushPull512MiB3Hops(t *testing.T) {
 func TestTreeRoundTrip1000(t *testing.T) {
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src")
-	for i := 0; i < 1000; i++ {
-		d := filepath.Join(src, fmt.Sprintf("d%d", i%10), fmt.Sprintf("e%d", i%7))
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		p := filepath.Join(d, fmt.Sprintf("f%d", i))
-		if err := os.WriteFile(p, []byte(strings.Repeat(fmt.Sprint(i), i%50+1)), os.FileMode(0o600+i%3*0o44)); err != nil {
-			t.Fatal(err)
-		}
-		mt := time.Unix(1_600_000_000+int64(i)*1000, int64(i))
-		os.Chtimes(p, mt, mt)
-	}
-	os.WriteFile(filepath.Join(src, "d0", "empty"), nil, 0o640)
-	os.Chmod(filepath.Join(src, "d3"), 0o750)
-	os.Symlink("d0/e0/f0", filepath.Join(src, "link"))
-	os.Symlink("../nowhere", filepath.Join(src, "d1", "dangling"))
-	mt := time.Unix(1_500_000_000, 0)
-	os.Chtimes(filepath.Join(src, "d2"), mt, mt)
+	writeTestTree(t, src, 1000)
 
 	pushed, pulled := filepath.Join(dir, "pushed"), filepath.Join(dir, "pulled")
 	if res := runArbor(t, "push", "-r", "--to", localPath(2), src, pushed); res.code != 0 {
@@ -140,6 +124,31 @@ func TestTreeRoundTrip1000(t *testing.T) {
 			t.Fatalf("%s differs from the source:\n%s", got, diffLines(want, l))
 		}
 	}
+}
+
+// writeTestTree makes a tree of n small files in nested directories, with
+// modes and modification times, an empty file and two symlinks (one
+// dangling).
+func writeTestTree(t *testing.T, src string, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		d := filepath.Join(src, fmt.Sprintf("d%d", i%10), fmt.Sprintf("e%d", i%7))
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(d, fmt.Sprintf("f%d", i))
+		if err := os.WriteFile(p, []byte(strings.Repeat(fmt.Sprint(i), i%50+1)), os.FileMode(0o600+i%3*0o44)); err != nil {
+			t.Fatal(err)
+		}
+		mt := time.Unix(1_600_000_000+int64(i)*1000, int64(i))
+		os.Chtimes(p, mt, mt)
+	}
+	os.WriteFile(filepath.Join(src, "d0", "empty"), nil, 0o640)
+	os.Chmod(filepath.Join(src, "d3"), 0o750)
+	os.Symlink("d0/e0/f0", filepath.Join(src, "link"))
+	os.Symlink("../nowhere", filepath.Join(src, "d1", "dangling"))
+	mt := time.Unix(1_500_000_000, 0)
+	os.Chtimes(filepath.Join(src, "d2"), mt, mt)
 }
 
 // treeListing lists a tree: path, type, mode, size (files), mtime (files
@@ -382,7 +391,7 @@ func TestPingDuringTransfer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("1 GiB transfer")
 	}
-	root, _ := newRoot(t, agent.Options{Heartbeat: tightHeartbeat}, "warn")
+	root, logs := newRoot(t, agent.Options{Heartbeat: tightHeartbeat}, "warn")
 	states := recordStates(t, root)
 	chain, infos := spawnChain(t, root, 3)
 	dir := t.TempDir()
@@ -426,8 +435,12 @@ func TestPingDuringTransfer(t *testing.T) {
 			if bad := states.unhealthy(mark); len(bad) > 0 {
 				t.Fatalf("heartbeat reported during the transfer: %+v", bad)
 			}
+			if l := logs.String(); strings.Contains(l, "child unresponsive") || strings.Contains(l, "child link down") {
+				t.Fatalf("a node warned about its child during the transfer:\n%s", l)
+			}
 			t.Logf("%d agent.ping calls to the middle node during 1 GiB through it; slowest %s; no unresponsive or down event", pings, worst)
 			requireStopReported(t, states, chain[2].ID(), infos[2].PID)
+			logs.waitLine(t, regexp.MustCompile(`child unresponsive`), 30*time.Second)
 			return
 		default:
 		}
