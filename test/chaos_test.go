@@ -37,7 +37,7 @@ const (
 	chaosCallers = 8
 	// chaosCallsPerKill is how many calls complete between two kills (and
 	// after the last one): the kills are paced by the calls, not a clock.
-	chaosCallsPerKill = 40
+	chaosCallsPerKill = 60
 	// chaosCallTimeout is each call's deadline, far above any normal call:
 	// a call that reaches it has hung, and fails the test.
 	chaosCallTimeout = 20 * time.Second
@@ -113,7 +113,13 @@ func TestChaos(t *testing.T) {
 		outMu     sync.Mutex
 		outcomes  []chaosOutcome
 		wg        sync.WaitGroup
+		stopOnce  sync.Once
 	)
+	// stopCallers ends the callers; deferred too, so that a failure
+	// anywhere leaves no caller running past the test.
+	stopCallers := func() { stopOnce.Do(func() { close(stop) }) }
+	defer wg.Wait()
+	defer stopCallers()
 	for c := 0; c < chaosCallers; c++ {
 		crng := rand.New(rand.NewPCG(rng.Uint64(), rng.Uint64()))
 		wg.Add(1)
@@ -146,7 +152,6 @@ func TestChaos(t *testing.T) {
 			select {
 			case <-progress:
 			case <-deadline.C:
-				close(stop)
 				t.Fatalf("only %d of %d calls completed within %s: callers hung", completed.Load(), n, chaosWait)
 			}
 		}
@@ -180,7 +185,7 @@ func TestChaos(t *testing.T) {
 		killed[v] = true
 	}
 	waitCalls(int64(len(victims)+1) * chaosCallsPerKill)
-	close(stop)
+	stopCallers()
 	callersDone := make(chan struct{})
 	go func() { wg.Wait(); close(callersDone) }()
 	select {
