@@ -153,7 +153,8 @@ func TestBootstrapCacheDirs(t *testing.T) {
 }
 
 // TestBootstrapRawWithoutGzip: a host without gzip gets the binary
-// uncompressed.
+// uncompressed; an openssl that prints no hash is passed over for
+// sha256sum.
 func TestBootstrapRawWithoutGzip(t *testing.T) {
 	bin := t.TempDir()
 	for _, tool := range []string{"uname", "sha256sum", "head", "mkdir", "ls", "id", "chmod", "mv", "rm"} {
@@ -165,11 +166,17 @@ func TestBootstrapRawWithoutGzip(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if err := os.WriteFile(filepath.Join(bin, "openssl"), []byte("#!/bin/sh\necho usage: nonsense\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	bins := &Binaries{Self: fakeAgent(t)}
 	env := []string{"PATH=" + bin, "HOME=" + t.TempDir()}
 	r := runScript(t, bins, nil, env)
 	if r.err != nil || r.res.mode != BootUpload || r.after != "agent ran __agent\n" {
 		t.Fatalf("%+v", r)
+	}
+	if r = runScript(t, bins, nil, env); r.err != nil || r.res.mode != BootHit {
+		t.Fatalf("second run: %+v", r)
 	}
 }
 

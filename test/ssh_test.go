@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	osuser "os/user"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -131,6 +132,7 @@ func TestSSHTamperedCache(t *testing.T) {
 func TestSSHPaths(t *testing.T) {
 	s := startSSHD(t, sshdtest.Options{})
 	removeNew(t, "/tmp/arbor-65534/agent-*")
+	removeIfNew(t, "/tmp/arbor-65534")
 	host := "ssh:" + sshdtest.Alias
 	cases := []struct {
 		path, user string
@@ -196,7 +198,11 @@ func TestSSHErrors(t *testing.T) {
 		t.Fatalf("useradd: %v: %s", err, out)
 	}
 	defer exec.Command("userdel", user).Run()
-	removeNew(t, "/tmp/arbor-*/agent-*")
+	u, err := osuser.Lookup(user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	removeIfNew(t, "/tmp/arbor-"+u.Uid) // its private agent cache
 
 	// An "agent" that exits at once: shipped from --agent-dir for this
 	// very platform, it replaces the real binary.

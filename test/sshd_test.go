@@ -93,3 +93,13 @@ func removeNew(t *testing.T, pattern string) {
 		}
 	})
 }
+
+// removeIfNew removes dir at the end of the test if it does not exist now
+// (the private /tmp cache a sudo hop's user gets).
+func removeIfNew(t *testing.T, dir string) {
+	t.Helper()
+	if _, err := os.Lstat(dir); err == nil {
+		return
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+}
