@@ -269,10 +269,10 @@ func TestBadInput(t *testing.T) {
 			regexp.MustCompile(`^arbor: node \d+ \(local\.\d+/local\.\d+\): agent\.sleep: seconds must be between 0 and 86400, got -1\n$`)},
 		{"unknown function", []string{"call", "--to", "local/local", "no.such"}, 2,
 			regexp.MustCompile(`^arbor: node \d+ \((local\.\d+/local\.\d+)\): no.such: unknown function no.such on node (local\.\d+/local\.\d+)\n$`)},
-		{"ssh hop", []string{"exec", "--to", "ssh:db1.example", "--", "true"}, 2,
-			regexp.MustCompile(`^arbor: ssh:db1.example: ssh is not supported yet`)},
-		{"sudo hop", []string{"call", "--to", "local/sudo:postgres", "agent.ping"}, 2,
-			regexp.MustCompile(`^arbor: sudo:postgres: sudo is not supported yet`)},
+		{"ssh host not resolved", []string{"exec", "--to", "ssh:db1.invalid", "--", "true"}, 255,
+			regexp.MustCompile(`^arbor: hop 1 \(ssh:db1.invalid\): spawning ssh:db1.invalid: host name not resolved \(exit status 255\)`)},
+		{"unknown hop method", []string{"call", "--to", "local/telnet:db1", "agent.ping"}, 2,
+			regexp.MustCompile(`^arbor: bad path: hop 2 "telnet:db1": unknown method "telnet" \(want local, ssh:HOST or sudo:USER\)\n$`)},
 		{"command not found", []string{"exec", "--to", "local/local", "--", "no-such-command-4711", "arg"}, 127,
 			regexp.MustCompile(`^arbor: node \d+ \(local\.\d+/local\.\d+\): sys\.exec\.stream: command not found: no-such-command-4711\n$`)},
 	} {
@@ -310,7 +310,7 @@ func TestUnreachableExit255(t *testing.T) {
 		// The last line is the reason. (Log lines may precede it: yamux
 		// sometimes logs an ERROR for the write that the cancelled hello
 		// could not finish.)
-		re := regexp.MustCompile(`(?:^|\n)arbor: hop 1 \(local\): arbor: spawning local\.\d+: context deadline exceeded\n$`)
+		re := regexp.MustCompile(`(?:^|\n)arbor: hop 1 \(local\): spawning local\.\d+: context deadline exceeded\n$`)
 		if !re.Match(res.stderr) || len(res.stdout) != 0 {
 			t.Fatalf("arbor %q: stderr %q does not match %q", args, res.stderr, re)
 		}

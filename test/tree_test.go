@@ -258,9 +258,9 @@ func TestSpawnFailures(t *testing.T) {
 		root, _ := newRoot(t, agent.Options{}, "info")
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		_, err := root.Spawn(ctx, spawn.Hop{Method: "ssh", Target: "db1"}, "")
-		if !errors.Is(err, spawn.ErrUnsupported) || !strings.Contains(err.Error(), "not supported yet") {
-			t.Fatalf("spawn error %v, want not supported yet", err)
+		_, err := root.Spawn(ctx, spawn.Hop{Method: "telnet", Target: "db1"}, "")
+		if !errors.Is(err, spawn.ErrUnsupported) || !strings.Contains(err.Error(), "telnet") {
+			t.Fatalf("spawn error %v, want telnet: connection method not supported", err)
 		}
 	})
 }

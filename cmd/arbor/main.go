@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/arbor-project/arbor/agent"
 	"github.com/arbor-project/arbor/spawn"
@@ -71,10 +72,13 @@ func run(args []string) int {
 	return exitUsage
 }
 
+// trimPrefix drops the "arbor: " that library errors start with, here and
+// where one error wraps another ("hop 1 (ssh:db1): arbor: spawning ..."),
+// since the CLI prints a single "arbor:" in front of the whole message.
 func trimPrefix(s string) string {
 	const p = "arbor: "
-	for len(s) > len(p) && s[:len(p)] == p {
+	for strings.HasPrefix(s, p) {
 		s = s[len(p):]
 	}
-	return s
+	return strings.ReplaceAll(s, ": "+p, ": ")
 }
