@@ -470,9 +470,11 @@ func (r *Router) Close() error {
 		ports = append(ports, r.parent)
 	}
 	r.mu.RUnlock()
+	// Fail what waits first: the router closing is the cause, not the
+	// links it closes next (whose loss would otherwise race to report it).
+	r.failAll(ErrClosed)
 	for _, p := range ports {
 		p.Link.Close()
 	}
-	r.failAll(ErrClosed)
 	return nil
 }
