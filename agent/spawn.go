@@ -26,6 +26,9 @@ type SpawnRequest struct {
 	SSH       *spawn.SSHOptions `cbor:"ssh,omitempty" json:"ssh,omitempty"`
 	SSHConfig []byte            `cbor:"ssh_config,omitempty" json:"ssh_config,omitempty"`
 	Agents    map[string]string `cbor:"agents,omitempty" json:"agents,omitempty"`
+	// ConnectTimeoutMS is the root's --connect-timeout, so a hop spawned
+	// by an intermediate node gives up when one spawned by the root would.
+	ConnectTimeoutMS int64 `cbor:"connect_timeout_ms,omitempty" json:"connect_timeout_ms,omitempty"`
 }
 
 // SpawnResult names the new child.
@@ -82,6 +85,9 @@ func (n *Node) spawn(ctx context.Context, req SpawnRequest) (SpawnResult, error)
 	lcfg := stream.DefaultConfig()
 	lcfg.MaxMessage = n.Router.MaxMessage()
 	lcfg.HelloTimeout = n.opts.ConnectTimeout
+	if req.ConnectTimeoutMS > 0 {
+		lcfg.HelloTimeout = time.Duration(req.ConnectTimeoutMS) * time.Millisecond
+	}
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < lcfg.HelloTimeout {
 		lcfg.HelloTimeout = max(time.Until(dl), time.Millisecond)
 	}
@@ -243,7 +249,7 @@ func (n *Node) sshOptions(req SpawnRequest) (spawn.SSHOptions, func(), error) {
 // it: for ssh and sudo hops it carries this node's ssh settings and the
 // table of agent binaries it can hand out.
 func (n *Node) spawnRequest(hop spawn.Hop) (SpawnRequest, error) {
-	req := SpawnRequest{Method: hop.Method, Target: hop.Target}
+	req := SpawnRequest{Method: hop.Method, Target: hop.Target, ConnectTimeoutMS: n.opts.ConnectTimeout.Milliseconds()}
 	if hop.Method == "local" {
 		return req, nil
 	}

@@ -232,6 +232,8 @@ func TestSSHErrors(t *testing.T) {
 			regexp.MustCompile(`^arbor: hop 1 \(ssh:arbortest\): spawning ssh:arbortest: no usable /bin/sh to run the bootstrap \(exit status 126\); stderr:\nbash: line 1: /bin/sh: Permission denied`)},
 		{"connect timeout", []string{"--connect-timeout", "1s", "--to", fmt.Sprintf("ssh:%s:%d", sshdtest.Alias, silentPort)},
 			regexp.MustCompile(`^arbor: hop 1 \(ssh:arbortest:\d+\): spawning ssh:arbortest:\d+: connection timed out after 1s\n$`)},
+		{"connect timeout below an intermediate", []string{"--connect-timeout", "1s", "--to", fmt.Sprintf("local/ssh:%s:%d", sshdtest.Alias, silentPort)},
+			regexp.MustCompile(`^arbor: hop 2 \(ssh:arbortest:\d+\): node \d+ \(local\.\d+\): agent\.spawn: spawning local\.\d+/ssh:arbortest:\d+: connection timed out after 1s\n$`)},
 		{"sudo needs a password", []string{"--to", "sudo:" + user + "/sudo"},
 			regexp.MustCompile(`^arbor: hop 2 \(sudo\): .*spawning sudo:` + user + `/sudo:root: sudo on ` + regexp.QuoteMeta(hostname) + ` needs a password for root; arbor runs sudo -n \(never prompts\).* \(exit status 1\); stderr:\nsudo: a password is required\n$`)},
 		{"agent exits during bootstrap", []string{"--agent-dir", badDir, "--to", "ssh:" + sshdtest.Alias},
