@@ -91,6 +91,7 @@ func runTransfer(g *globalFlags, f *transferFlags, verb string, args []string, f
 type progressBar struct {
 	start, last time.Time
 	drawn       bool
+	width       int // of the widest line drawn
 }
 
 const progressMin = 4 << 20
@@ -121,8 +122,13 @@ func (b *progressBar) update(p transfer.Progress) {
 			bar[i] = '='
 		}
 	}
-	fmt.Fprintf(os.Stderr, "\r[%s] %5.1f%% %s/%s %s/s ETA %s ", bar, pct,
+	line := fmt.Sprintf("[%s] %5.1f%% %s/%s %s/s ETA %s ", bar, pct,
 		humanBytes(float64(p.Bytes)), humanBytes(float64(p.TotalBytes)), humanBytes(rate), eta)
+	// A redraw only overwrites as many columns as it has: pad a line that
+	// got shorter ("256.0 KiB" becomes "2.0 MiB") so no tail of an earlier
+	// one stays on screen.
+	fmt.Fprintf(os.Stderr, "\r%s%*s", line, max(b.width-len(line), 0), "")
+	b.width = max(b.width, len(line))
 	b.drawn = true
 }
 
