@@ -4,6 +4,7 @@ percentiles and resident memory. See bench/README.md."""
 
 import argparse
 import os
+import threading
 import time
 
 
@@ -67,6 +68,29 @@ def rss(pid):
 
 
 now = time.perf_counter
+
+
+def in_parallel(workload, n, fn):
+    """Runs fn in n threads at once and returns the seconds until all are
+    done; if any failed, the workload ends with the first failure."""
+    errs = []
+
+    def one():
+        try:
+            fn()
+        except Exception as e:  # reported below
+            errs.append(e)
+
+    t = now()
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    el = now() - t
+    if errs:
+        raise SystemExit('%s: %d of %d failed: %r' % (workload, len(errs), n, errs[0]))
+    return el
 
 
 class Sink:

@@ -10,11 +10,10 @@ running on the remote gateway.
 import os
 import signal
 import sys
-import threading
 
 import execnet
 
-from benchcommon import Out, Sink, now, parse
+from benchcommon import Out, Sink, in_parallel, now, parse
 
 PY = '/usr/bin/python3'
 out = Out('execnet')
@@ -33,12 +32,14 @@ channel.send(None)
 '''
 
 
-def chain(group, hops, base='popen'):
+def chain(group, hops, base='popen', prefix='g', first=0):
+    """hops gateways, each via the one before, with ids prefix+first,
+    prefix+(first+1), ... (ids are unique in a group)."""
     gws = []
-    for i in range(hops):
-        spec = '%s//python=%s//id=g%d' % (base, PY, i)
+    for i in range(first, first + hops):
+        spec = '%s//python=%s//id=%s%d' % (base, PY, prefix, i)
         if gws:
-            spec += '//via=g%d' % (i - 1)
+            spec += '//via=%s%d' % (prefix, i - 1)
         gws.append(group.makegateway(spec))
     return gws
 
@@ -118,25 +119,11 @@ def w5(group, a):
 
 
 def w6(group, a):
-    errs = []
-
     def one():
-        try:
-            gw = group.makegateway('popen//python=%s' % PY)
-            gw.remote_exec('channel.send(1)').receive()
-        except Exception as e:  # reported below
-            errs.append(e)
+        gw = group.makegateway('popen//python=%s' % PY)
+        gw.remote_exec('channel.send(1)').receive()
 
-    t = now()
-    threads = [threading.Thread(target=one) for _ in range(32)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    el = now() - t
-    if errs:
-        raise SystemExit('W6: %d of 32 failed: %r' % (len(errs), errs[0]))
-    out.emit('W6', 'total', el * 1e3, 'ms')
+    out.emit('W6', 'total', in_parallel('W6', 32, one) * 1e3, 'ms')
 
 
 def w7(group, a):
@@ -175,13 +162,8 @@ def w8(group, a):
     for hops in (1, 2):
         for kind in ('cold', 'warm'):
             t = now()
-            gws = []
-            for i in range(hops):
-                spec = '%s//python=%s//id=s%d' % (base, PY, n)
-                if gws:
-                    spec += '//via=s%d' % (n - 1)
-                gws.append(group.makegateway(spec))
-                n += 1
+            gws = chain(group, hops, base, prefix='s', first=n)
+            n += hops
             gws[-1].remote_exec('channel.send(1)').receive()
             out.emit('W8', 'hop%d_%s' % (hops, kind), (now() - t) * 1e3, 'ms')
             for gw in reversed(gws):

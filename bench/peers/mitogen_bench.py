@@ -16,7 +16,7 @@ import mitogen.core
 import mitogen.master
 import mitogen.service
 
-from benchcommon import Out, Sink, now, parse
+from benchcommon import Out, Sink, in_parallel, now, parse
 
 PY = '/usr/bin/python3'
 out = Out('mitogen')
@@ -94,23 +94,7 @@ def w5(router, a):
 
 
 def w6(router, a):
-    errs = []
-
-    def one():
-        try:
-            local(router).call(os.getpid)
-        except Exception as e:  # reported below
-            errs.append(e)
-
-    t = now()
-    threads = [threading.Thread(target=one) for _ in range(32)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    el = now() - t
-    if errs:
-        raise SystemExit('W6: %d of 32 failed: %r' % (len(errs), errs[0]))
+    el = in_parallel('W6', 32, lambda: local(router).call(os.getpid))
     out.emit('W6', 'total', el * 1e3, 'ms')
 
 

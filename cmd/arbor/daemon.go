@@ -5,11 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/arbor-project/arbor/agent"
@@ -49,18 +46,11 @@ func (g *globalFlags) attach() (*daemon, error) {
 	if err != nil {
 		return nil, &exitError{code: exitUnreachable, err: err}
 	}
-	level := hclog.LevelFromString(g.logLevel)
-	if level == hclog.NoLevel {
-		return nil, usageErr("unknown log level %q", g.logLevel)
+	log, level, err := g.logger()
+	if err != nil {
+		return nil, err
 	}
-	log := hclog.New(&hclog.LoggerOptions{Name: "arbor", Level: level, Output: os.Stderr})
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	if g.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, g.timeout)
-		prev := stop
-		stop = func() { cancel(); prev() }
-	}
+	ctx, stop := g.runContext()
 	n, err := control.Dial(ctx, path, agent.Options{Logger: log, LogLevel: level.String()})
 	if err != nil {
 		stop()
@@ -72,6 +62,28 @@ func (g *globalFlags) attach() (*daemon, error) {
 func (d *daemon) close() {
 	d.node.Close()
 	d.stop()
+}
+
+// withDaemon runs fn attached to arbor serve and detaches after.
+func (g *globalFlags) withDaemon(fn func(d *daemon) error) error {
+	d, err := g.attach()
+	if err != nil {
+		return err
+	}
+	defer d.close()
+	return fn(d)
+}
+
+// withNode runs fn attached to arbor serve with NODE resolved (see
+// resolve) to e; es is the whole tree, parents first.
+func (g *globalFlags) withNode(spec string, fn func(d *daemon, e control.NodeEntry, es []control.NodeEntry) error) error {
+	return g.withDaemon(func(d *daemon) error {
+		e, es, err := d.resolve(spec)
+		if err != nil {
+			return err
+		}
+		return fn(d, e, es)
+	})
 }
 
 // root is the daemon's root node.
@@ -169,21 +181,18 @@ func newSpawnCmd(g *globalFlags) *cobra.Command {
 			if _, err := strconv.ParseUint(name, 10, 32); err == nil {
 				return usageErr("--name %q: a name must not be a number (numbers are node IDs)", name)
 			}
-			d, err := g.attach()
-			if err != nil {
-				return err
-			}
-			defer d.close()
-			var res control.SpawnResult
-			if err := d.root().Call(d.ctx, "serve.spawn", control.SpawnArgs{Path: args[0], Name: name}, &res); err != nil {
-				return callErr(err)
-			}
-			if asJSON {
-				printJSON(res)
-			} else {
-				fmt.Printf("%d %s\n", res.ID, res.Name)
-			}
-			return nil
+			return g.withDaemon(func(d *daemon) error {
+				var res control.SpawnResult
+				if err := d.root().Call(d.ctx, "serve.spawn", control.SpawnArgs{Path: args[0], Name: name}, &res); err != nil {
+					return callErr(err)
+				}
+				if asJSON {
+					printJSON(res)
+				} else {
+					fmt.Printf("%d %s\n", res.ID, res.Name)
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "name of the last hop (default: method.PID)")
@@ -215,39 +224,32 @@ func newPingCmd(g *globalFlags) *cobra.Command {
 		Short: "Measure the round trip to NODE and to every hop on the way",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := g.attach()
-			if err != nil {
-				return err
-			}
-			defer d.close()
-			e, es, err := d.resolve(args[0])
-			if err != nil {
-				return err
-			}
-			type hopRTT struct {
-				ID    uint32  `json:"id"`
-				Name  string  `json:"name"`
-				RTTMs float64 `json:"rtt_ms"`
-			}
-			var hops []hopRTT
-			for _, h := range pathTo(e, es) {
-				rtt, err := d.node.Remote(h.ID, h.Name).Ping(d.ctx)
-				if err != nil {
-					return &exitError{code: exitUnreachable, err: err}
+			return g.withNode(args[0], func(d *daemon, e control.NodeEntry, es []control.NodeEntry) error {
+				type hopRTT struct {
+					ID    uint32  `json:"id"`
+					Name  string  `json:"name"`
+					RTTMs float64 `json:"rtt_ms"`
 				}
-				hops = append(hops, hopRTT{ID: h.ID, Name: h.Name, RTTMs: float64(rtt.Microseconds()) / 1000})
-			}
-			if asJSON {
-				printJSON(map[string]any{"id": e.ID, "name": e.Name, "hops": hops})
+				var hops []hopRTT
+				for _, h := range pathTo(e, es) {
+					rtt, err := d.node.Remote(h.ID, h.Name).Ping(d.ctx)
+					if err != nil {
+						return &exitError{code: exitUnreachable, err: err}
+					}
+					hops = append(hops, hopRTT{ID: h.ID, Name: h.Name, RTTMs: float64(rtt.Microseconds()) / 1000})
+				}
+				if asJSON {
+					printJSON(map[string]any{"id": e.ID, "name": e.Name, "hops": hops})
+					return nil
+				}
+				if len(hops) == 0 {
+					fmt.Printf("%d %s: the root (this command talks to it directly)\n", e.ID, e.Name)
+				}
+				for i, h := range hops {
+					fmt.Printf("hop %d: %d %s %.3f ms\n", i+1, h.ID, h.Name, h.RTTMs)
+				}
 				return nil
-			}
-			if len(hops) == 0 {
-				fmt.Printf("%d %s: the root (this command talks to it directly)\n", e.ID, e.Name)
-			}
-			for i, h := range hops {
-				fmt.Printf("hop %d: %d %s %.3f ms\n", i+1, h.ID, h.Name, h.RTTMs)
-			}
-			return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -261,29 +263,22 @@ func newKillCmd(g *globalFlags) *cobra.Command {
 		Short: "Shut NODE and its subtree down",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := g.attach()
-			if err != nil {
-				return err
-			}
-			defer d.close()
-			e, _, err := d.resolve(args[0])
-			if err != nil {
-				return err
-			}
-			if e.Parent == nil {
-				return usageErr("kill %s: that is the root; use arbor stop", args[0])
-			}
-			ctx, cancel := context.WithTimeout(d.ctx, agent.ShutdownGrace+10*time.Second)
-			defer cancel()
-			if err := d.node.Remote(e.ID, e.Name).Shutdown(ctx); err != nil {
-				return &exitError{code: exitUnreachable, err: err}
-			}
-			if asJSON {
-				printJSON(control.SpawnResult{ID: e.ID, Name: e.Name})
-			} else {
-				fmt.Printf("killed %d %s\n", e.ID, e.Name)
-			}
-			return nil
+			return g.withNode(args[0], func(d *daemon, e control.NodeEntry, _ []control.NodeEntry) error {
+				if e.Parent == nil {
+					return usageErr("kill %s: that is the root; use arbor stop", args[0])
+				}
+				ctx, cancel := context.WithTimeout(d.ctx, agent.ShutdownGrace+10*time.Second)
+				defer cancel()
+				if err := d.node.Remote(e.ID, e.Name).Shutdown(ctx); err != nil {
+					return &exitError{code: exitUnreachable, err: err}
+				}
+				if asJSON {
+					printJSON(control.SpawnResult{ID: e.ID, Name: e.Name})
+				} else {
+					fmt.Printf("killed %d %s\n", e.ID, e.Name)
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -296,27 +291,24 @@ func newStopCmd(g *globalFlags) *cobra.Command {
 		Short: "Stop arbor serve: its whole tree shuts down",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := g.attach()
-			if err != nil {
-				return err
-			}
-			defer d.close()
-			// The server may close this link before its answer is out: a
-			// disconnect after the request is the stop itself.
-			if err := d.root().Call(d.ctx, "serve.stop", nil, nil); err != nil && !errors.Is(err, router.ErrDisconnected) {
-				return callErr(err)
-			}
-			// The server drops its clients once the tree is down.
-			t := time.NewTimer(agent.ShutdownGrace + 30*time.Second)
-			defer t.Stop()
-			select {
-			case <-d.node.ParentLost():
-			case <-d.ctx.Done():
-				return &exitError{code: exitUnreachable, err: fmt.Errorf("arbor serve at %s: stop requested; gave up waiting: %w", d.socket, d.ctx.Err())}
-			case <-t.C:
-				return &exitError{code: exitUnreachable, err: fmt.Errorf("arbor serve at %s: stop requested but still running", d.socket)}
-			}
-			return nil
+			return g.withDaemon(func(d *daemon) error {
+				// The server may close this link before its answer is out: a
+				// disconnect after the request is the stop itself.
+				if err := d.root().Call(d.ctx, "serve.stop", nil, nil); err != nil && !errors.Is(err, router.ErrDisconnected) {
+					return callErr(err)
+				}
+				// The server drops its clients once the tree is down.
+				t := time.NewTimer(agent.ShutdownGrace + 30*time.Second)
+				defer t.Stop()
+				select {
+				case <-d.node.ParentLost():
+				case <-d.ctx.Done():
+					return &exitError{code: exitUnreachable, err: fmt.Errorf("arbor serve at %s: stop requested; gave up waiting: %w", d.socket, d.ctx.Err())}
+				case <-t.C:
+					return &exitError{code: exitUnreachable, err: fmt.Errorf("arbor serve at %s: stop requested but still running", d.socket)}
+				}
+				return nil
+			})
 		},
 	}
 	return cmd
@@ -325,30 +317,28 @@ func newStopCmd(g *globalFlags) *cobra.Command {
 // daemonRoutes prints the route table of node at (default the root) of
 // the running daemon, in the one-shot command's shapes.
 func (g *globalFlags) daemonRoutes(at string, asJSON bool) error {
-	d, err := g.attach()
-	if err != nil {
-		return err
-	}
-	defer d.close()
-	var t router.Table
-	if at == "" || at == "0" || at == "root" {
-		// The root's own view, without the control-socket clients.
-		err = d.root().Call(d.ctx, "serve.routes", nil, &t)
-	} else {
-		e, _, rerr := d.resolve(at)
-		if rerr != nil {
-			return rerr
+	return g.withDaemon(func(d *daemon) error {
+		var t router.Table
+		var err error
+		if at == "" || at == "0" || at == "root" {
+			// The root's own view, without the control-socket clients.
+			err = d.root().Call(d.ctx, "serve.routes", nil, &t)
+		} else {
+			e, _, rerr := d.resolve(at)
+			if rerr != nil {
+				return rerr
+			}
+			err = d.node.Remote(e.ID, e.Name).Call(d.ctx, "agent.routes", nil, &t)
 		}
-		err = d.node.Remote(e.ID, e.Name).Call(d.ctx, "agent.routes", nil, &t)
-	}
-	if err != nil {
-		return callErr(err)
-	}
-	if asJSON {
-		b, _ := json.MarshalIndent(map[string]any{"nodes": []router.Table{t}}, "", "  ")
-		fmt.Println(string(b))
+		if err != nil {
+			return callErr(err)
+		}
+		if asJSON {
+			b, _ := json.MarshalIndent(map[string]any{"nodes": []router.Table{t}}, "", "  ")
+			fmt.Println(string(b))
+			return nil
+		}
+		fmt.Print(renderTables([]router.Table{t}))
 		return nil
-	}
-	fmt.Print(renderTables([]router.Table{t}))
-	return nil
+	})
 }

@@ -29,13 +29,20 @@ func (f *transferFlags) add(cmd *cobra.Command) {
 }
 
 func newPushCmd(g *globalFlags) *cobra.Command {
+	return newTransferCmd(g, "push", "push (--to PATH | NODE) [-r] LOCAL REMOTE",
+		"Copy a local file or tree (-r) to the last node of PATH (or NODE of arbor serve)", transfer.Push)
+}
+
+// newTransferCmd is push or pull: the same flags and arguments, fn moves
+// the bytes.
+func newTransferCmd(g *globalFlags, verb, use, short string, fn transferFunc) *cobra.Command {
 	f := &transferFlags{}
 	cmd := &cobra.Command{
-		Use:   "push (--to PATH | NODE) [-r] LOCAL REMOTE",
-		Short: "Copy a local file or tree (-r) to the last node of PATH (or NODE of arbor serve)",
+		Use:   use,
+		Short: short,
 		Args:  cobra.RangeArgs(2, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runTransfer(g, f, "push", args, transfer.Push)
+			return runTransfer(g, f, verb, args, fn)
 		},
 	}
 	f.add(cmd)

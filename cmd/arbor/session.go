@@ -66,6 +66,28 @@ type session struct {
 	stop  context.CancelFunc
 }
 
+// logger logs to stderr at --log-level; an unknown level is a usage error.
+func (g *globalFlags) logger() (hclog.Logger, hclog.Level, error) {
+	level := hclog.LevelFromString(g.logLevel)
+	if level == hclog.NoLevel {
+		return nil, level, usageErr("unknown log level %q", g.logLevel)
+	}
+	return hclog.New(&hclog.LoggerOptions{Name: "arbor", Level: level, Output: os.Stderr}), level, nil
+}
+
+// runContext is a command's context: it ends on SIGINT or SIGTERM, or
+// after --timeout if one is set.
+func (g *globalFlags) runContext() (context.Context, context.CancelFunc) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	if g.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, g.timeout)
+		prev := stop
+		stop = func() { cancel(); prev() }
+	}
+	return ctx, stop
+}
+
 func (g *globalFlags) open(path string) (*session, error) {
 	hops, err := spawn.ParsePath(path)
 	if err != nil {
@@ -84,18 +106,11 @@ func (g *globalFlags) open(path string) (*session, error) {
 			return nil, usageErr("--agent-dir %s: not a directory", g.agentDir)
 		}
 	}
-	level := hclog.LevelFromString(g.logLevel)
-	if level == hclog.NoLevel {
-		return nil, usageErr("unknown log level %q", g.logLevel)
+	log, level, err := g.logger()
+	if err != nil {
+		return nil, err
 	}
-	log := hclog.New(&hclog.LoggerOptions{Name: "arbor", Level: level, Output: os.Stderr})
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	if g.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, g.timeout)
-		prev := stop
-		stop = func() { cancel(); prev() }
-	}
+	ctx, stop := g.runContext()
 	root, err := agent.NewRoot(g.nodeOptions(log, level.String()))
 	if err != nil {
 		stop()

@@ -45,22 +45,19 @@ func newTreeCmd(g *globalFlags) *cobra.Command {
 		Short: "Show the running tree: IDs, names, methods, hosts, pids, states and heartbeat RTTs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := g.attach()
-			if err != nil {
-				return err
-			}
-			defer d.close()
-			es, err := d.nodes()
-			if err != nil {
-				return err
-			}
-			root := nest(es)
-			if asJSON {
-				printJSON(root)
+			return g.withDaemon(func(d *daemon) error {
+				es, err := d.nodes()
+				if err != nil {
+					return err
+				}
+				root := nest(es)
+				if asJSON {
+					printJSON(root)
+					return nil
+				}
+				fmt.Print(renderTree(root))
 				return nil
-			}
-			fmt.Print(renderTree(root))
-			return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")

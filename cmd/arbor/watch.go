@@ -19,64 +19,61 @@ func newWatchCmd(g *globalFlags) *cobra.Command {
 		Short: "Stream route and heartbeat-state events of the running tree as they happen",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := g.attach()
-			if err != nil {
-				return err
-			}
-			defer d.close()
-			// Events arrive as messages from the root on a handle of our
-			// own; the handler only queues them, a loop prints.
-			events := make(chan control.WatchEvent, 4096)
-			var lost atomic.Int64
-			h := d.node.Router.AddHandler(func(m *router.Message) {
-				var e control.WatchEvent
-				if m.Src != wire.RootID || wire.Unmarshal(m.Payload, &e) != nil {
-					return
-				}
-				select {
-				case events <- e:
-				default:
-					lost.Add(1) // printing cannot keep up; counted, reported below
-				}
-			}, router.Anyone)
-			call, err := d.root().Start(d.ctx, "serve.watch", control.WatchArgs{Handle: h})
-			if err != nil {
-				return callErr(err)
-			}
-			done := make(chan error, 1)
-			go func() { done <- call.Wait(nil) }()
-			for {
-				select {
-				case e := <-events:
-					if n := lost.Swap(0); n > 0 {
-						d.log.Warn("events lost: this watch could not print them as fast as they came", "lost", n)
+			return g.withDaemon(func(d *daemon) error {
+				// Events arrive as messages from the root on a handle of our
+				// own; the handler only queues them, a loop prints.
+				events := make(chan control.WatchEvent, 4096)
+				var lost atomic.Int64
+				h := d.node.Router.AddHandler(func(m *router.Message) {
+					var e control.WatchEvent
+					if m.Src != wire.RootID || wire.Unmarshal(m.Payload, &e) != nil {
+						return
 					}
-					if e.Event == control.EventSubscribed {
-						d.log.Info("watching the tree", "socket", d.socket)
-						continue
+					select {
+					case events <- e:
+					default:
+						lost.Add(1) // printing cannot keep up; counted, reported below
 					}
-					if asJSON {
-						b, _ := json.Marshal(e)
-						os.Stdout.Write(append(b, '\n'))
-					} else {
-						line := fmt.Sprintf("%s %-12s %d %s", e.Time, e.Event, e.ID, e.Name)
-						if e.Cause != "" {
-							line += ": " + e.Cause
+				}, router.Anyone)
+				call, err := d.root().Start(d.ctx, "serve.watch", control.WatchArgs{Handle: h})
+				if err != nil {
+					return callErr(err)
+				}
+				done := make(chan error, 1)
+				go func() { done <- call.Wait(nil) }()
+				for {
+					select {
+					case e := <-events:
+						if n := lost.Swap(0); n > 0 {
+							d.log.Warn("events lost: this watch could not print them as fast as they came", "lost", n)
 						}
-						fmt.Println(line)
+						if e.Event == control.EventSubscribed {
+							d.log.Info("watching the tree", "socket", d.socket)
+							continue
+						}
+						if asJSON {
+							b, _ := json.Marshal(e)
+							os.Stdout.Write(append(b, '\n'))
+						} else {
+							line := fmt.Sprintf("%s %-12s %d %s", e.Time, e.Event, e.ID, e.Name)
+							if e.Cause != "" {
+								line += ": " + e.Cause
+							}
+							fmt.Println(line)
+						}
+					case err := <-done:
+						if d.ctx.Err() != nil {
+							return nil // interrupted, or --timeout: the watch is over
+						}
+						if err != nil {
+							return callErr(err)
+						}
+						return &exitError{code: exitUnreachable, err: fmt.Errorf("arbor serve at %s ended the watch", d.socket)}
+					case <-d.node.ParentLost():
+						return &exitError{code: exitUnreachable, err: fmt.Errorf("arbor serve at %s went away", d.socket)}
 					}
-				case err := <-done:
-					if d.ctx.Err() != nil {
-						return nil // interrupted, or --timeout: the watch is over
-					}
-					if err != nil {
-						return callErr(err)
-					}
-					return &exitError{code: exitUnreachable, err: fmt.Errorf("arbor serve at %s ended the watch", d.socket)}
-				case <-d.node.ParentLost():
-					return &exitError{code: exitUnreachable, err: fmt.Errorf("arbor serve at %s went away", d.socket)}
 				}
-			}
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON, one object per line")

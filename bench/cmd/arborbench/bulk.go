@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/arbor-project/arbor/bench/internal/benchout"
+	arborctx "github.com/arbor-project/arbor/context"
 	"github.com/arbor-project/arbor/funcs"
 	"github.com/arbor-project/arbor/transfer"
 )
@@ -58,55 +59,46 @@ func w5(f benchout.Flags, o benchout.Out) error {
 	if err != nil {
 		return err
 	}
-	root, err := newRoot()
-	if err != nil {
-		return err
-	}
-	defer root.Close()
-	ctx, cancel := deadline()
-	defer cancel()
-	chain, err := root.SpawnPath(ctx, local(2))
-	if err != nil {
-		return err
-	}
-	b := chain[1]
+	return withChain(2, func(ctx context.Context, chain []*arborctx.Remote) error {
+		b := chain[1]
 
-	t := time.Now()
-	cc, err := b.StartChannel(ctx, fnSource, func(id uint32) any { return SourceArgs{Channel: id, Path: f.Data} })
-	if err != nil {
-		return err
-	}
-	got, err := io.CopyBuffer(io.Discard, cc.Channel, make([]byte, 1<<20))
-	if err != nil {
-		cc.Abort()
-	}
-	var sent int64
-	if werr := cc.Wait(&sent); werr != nil {
-		return werr
-	}
-	if err != nil {
-		return err
-	}
-	el := time.Since(t)
-	if got != st.Size() || sent != st.Size() {
-		return fmt.Errorf("W5: %s sent %d bytes, the root got %d, the file has %d", b.Name(), sent, got, st.Size())
-	}
-	o.Emit("W5", "rate", benchout.Round(float64(got)/1e6/el.Seconds()), "MB/s")
+		t := time.Now()
+		cc, err := b.StartChannel(ctx, fnSource, func(id uint32) any { return SourceArgs{Channel: id, Path: f.Data} })
+		if err != nil {
+			return err
+		}
+		got, err := io.CopyBuffer(io.Discard, cc.Channel, make([]byte, 1<<20))
+		if err != nil {
+			cc.Abort()
+		}
+		var sent int64
+		if werr := cc.Wait(&sent); werr != nil {
+			return werr
+		}
+		if err != nil {
+			return err
+		}
+		el := time.Since(t)
+		if got != st.Size() || sent != st.Size() {
+			return fmt.Errorf("W5: %s sent %d bytes, the root got %d, the file has %d", b.Name(), sent, got, st.Size())
+		}
+		o.Emit("W5", "rate", benchout.Round(float64(got)/1e6/el.Seconds()), "MB/s")
 
-	dir, err := os.MkdirTemp(filepath.Dir(f.Data), "arborbench-pull-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	dst := filepath.Join(dir, "data")
-	t = time.Now()
-	if _, err := transfer.Pull(ctx, b, f.Data, dst, transfer.Options{}); err != nil {
-		return err
-	}
-	el = time.Since(t)
-	if fi, err := os.Stat(dst); err != nil || fi.Size() != st.Size() {
-		return fmt.Errorf("W5: pulled file %s is wrong: %v", dst, err)
-	}
-	o.Emit("W5", "pull_rate", benchout.Round(float64(st.Size())/1e6/el.Seconds()), "MB/s")
-	return nil
+		dir, err := os.MkdirTemp(filepath.Dir(f.Data), "arborbench-pull-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		dst := filepath.Join(dir, "data")
+		t = time.Now()
+		if _, err := transfer.Pull(ctx, b, f.Data, dst, transfer.Options{}); err != nil {
+			return err
+		}
+		el = time.Since(t)
+		if fi, err := os.Stat(dst); err != nil || fi.Size() != st.Size() {
+			return fmt.Errorf("W5: pulled file %s is wrong: %v", dst, err)
+		}
+		o.Emit("W5", "pull_rate", benchout.Round(float64(st.Size())/1e6/el.Seconds()), "MB/s")
+		return nil
+	})
 }

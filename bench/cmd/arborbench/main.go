@@ -132,13 +132,30 @@ func registry() *funcs.Registry {
 	return reg
 }
 
-func newRoot() (*agent.Node, error) {
-	return agent.NewRoot(agent.Options{Logger: hclog.NewNullLogger(), Registry: registry()})
+// withRoot runs fn with a fresh root serving registry(), which spawns over
+// ssh with ssh, and a deadline that bounds every workload step (so a hang is
+// an error, not a stall); then it closes the root and all it spawned.
+func withRoot(ssh spawn.SSHOptions, fn func(ctx context.Context, root *agent.Node) error) error {
+	root, err := agent.NewRoot(agent.Options{Logger: hclog.NewNullLogger(), Registry: registry(), SSH: ssh})
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	return fn(ctx, root)
 }
 
-// deadline bounds every workload step, so a hang is an error, not a stall.
-func deadline() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), 60*time.Second)
+// withChain runs fn on a chain of hops local children of a fresh root (see
+// withRoot).
+func withChain(hops int, fn func(ctx context.Context, chain []*arborctx.Remote) error) error {
+	return withRoot(spawn.SSHOptions{}, func(ctx context.Context, root *agent.Node) error {
+		chain, err := root.SpawnPath(ctx, local(hops))
+		if err != nil {
+			return err
+		}
+		return fn(ctx, chain)
+	})
 }
 
 func local(n int) []spawn.Hop {
@@ -153,209 +170,176 @@ func ms(d time.Duration) float64 { return benchout.Round(float64(d.Microseconds(
 
 // w1: spawn a fresh local child and complete one call, several times.
 func w1(f benchout.Flags, o benchout.Out) error {
-	root, err := newRoot()
-	if err != nil {
-		return err
-	}
-	defer root.Close()
-	ctx, cancel := deadline()
-	defer cancel()
-	var lat []time.Duration
-	for i := 0; i < f.Samples(20, 3); i++ {
-		t := time.Now()
-		res, err := root.Spawn(ctx, spawn.Hop{Method: "local"}, "")
-		if err != nil {
-			return err
+	return withRoot(spawn.SSHOptions{}, func(ctx context.Context, root *agent.Node) error {
+		var lat []time.Duration
+		for i := 0; i < f.Samples(20, 3); i++ {
+			t := time.Now()
+			res, err := root.Spawn(ctx, spawn.Hop{Method: "local"}, "")
+			if err != nil {
+				return err
+			}
+			rm := root.Remote(res.ID, res.Name)
+			if err := rm.Call(ctx, "agent.ping", nil, nil); err != nil {
+				return err
+			}
+			lat = append(lat, time.Since(t))
+			if err := rm.Shutdown(ctx); err != nil {
+				return fmt.Errorf("shutting down %s: %w", res.Name, err)
+			}
 		}
-		rm := root.Remote(res.ID, res.Name)
-		if err := rm.Call(ctx, "agent.ping", nil, nil); err != nil {
-			return err
-		}
-		lat = append(lat, time.Since(t))
-		if err := rm.Shutdown(ctx); err != nil {
-			return fmt.Errorf("shutting down %s: %w", res.Name, err)
-		}
-	}
-	o.Latency("W1", lat, "ms")
-	return nil
+		o.Latency("W1", lat, "ms")
+		return nil
+	})
 }
 
 // roundTrips: sequential agent.ping calls to the last node of a chain of
 // hops local children. W2 also reports MEM.
 func roundTrips(f benchout.Flags, o benchout.Out, w string, hops int) error {
-	root, err := newRoot()
-	if err != nil {
-		return err
-	}
-	defer root.Close()
-	ctx, cancel := deadline()
-	defer cancel()
-	chain, err := root.SpawnPath(ctx, local(hops))
-	if err != nil {
-		return err
-	}
-	last := chain[len(chain)-1]
-	lat := make([]time.Duration, 0, f.Calls)
-	for i := 0; i < f.Calls+f.Calls/10; i++ { // the first tenth warms up
-		t := time.Now()
-		if err := last.Call(ctx, "agent.ping", nil, nil); err != nil {
+	return withChain(hops, func(ctx context.Context, chain []*arborctx.Remote) error {
+		last := chain[len(chain)-1]
+		lat := make([]time.Duration, 0, f.Calls)
+		for i := 0; i < f.Calls+f.Calls/10; i++ { // the first tenth warms up
+			t := time.Now()
+			if err := last.Call(ctx, "agent.ping", nil, nil); err != nil {
+				return err
+			}
+			if i >= f.Calls/10 {
+				lat = append(lat, time.Since(t))
+			}
+		}
+		o.Latency(w, lat, "us")
+		if w != "W2" {
+			return nil
+		}
+		var info builtin.Info
+		if err := last.Call(ctx, "agent.info", nil, &info); err != nil {
 			return err
 		}
-		if i >= f.Calls/10 {
-			lat = append(lat, time.Since(t))
+		if prefix := os.Getenv(childMemProfileEnv); prefix != "" {
+			if err := last.Call(ctx, "bench.heapprofile", prefix, nil); err != nil {
+				return err
+			}
 		}
-	}
-	o.Latency(w, lat, "us")
-	if w != "W2" {
+		r, err := benchout.RSS(os.Getpid())
+		if err != nil {
+			return err
+		}
+		c, err := benchout.RSS(info.PID)
+		if err != nil {
+			return err
+		}
+		o.Emit("MEM", "root_rss", r, "MiB")
+		o.Emit("MEM", "child_rss", c, "MiB")
 		return nil
-	}
-	var info builtin.Info
-	if err := last.Call(ctx, "agent.info", nil, &info); err != nil {
-		return err
-	}
-	if prefix := os.Getenv(childMemProfileEnv); prefix != "" {
-		if err := last.Call(ctx, "bench.heapprofile", prefix, nil); err != nil {
-			return err
-		}
-	}
-	r, err := benchout.RSS(os.Getpid())
-	if err != nil {
-		return err
-	}
-	c, err := benchout.RSS(info.PID)
-	if err != nil {
-		return err
-	}
-	o.Emit("MEM", "root_rss", r, "MiB")
-	o.Emit("MEM", "child_rss", c, "MiB")
-	return nil
+	})
 }
 
 // w4: keep 256 agent.ping calls in flight to one child for f.Seconds; one
 // goroutine starts calls, one collects them in order.
 func w4(f benchout.Flags, o benchout.Out) error {
-	root, err := newRoot()
-	if err != nil {
-		return err
-	}
-	defer root.Close()
-	ctx, cancel := deadline()
-	defer cancel()
-	chain, err := root.SpawnPath(ctx, local(1))
-	if err != nil {
-		return err
-	}
-	rm := chain[0]
-	const window = 256
-	pending := make(chan *arborctx.PendingCall, window)
-	stop := make(chan struct{})
-	serr := make(chan error, 1)
-	go func() {
-		defer close(pending)
-		for {
-			select {
-			case <-stop:
-				serr <- nil
-				return
-			default:
+	return withChain(1, func(ctx context.Context, chain []*arborctx.Remote) error {
+		rm := chain[0]
+		const window = 256
+		pending := make(chan *arborctx.PendingCall, window)
+		stop := make(chan struct{})
+		serr := make(chan error, 1)
+		go func() {
+			defer close(pending)
+			for {
+				select {
+				case <-stop:
+					serr <- nil
+					return
+				default:
+				}
+				pc, err := rm.Start(ctx, "agent.ping", nil)
+				if err != nil {
+					serr <- err
+					return
+				}
+				pending <- pc
 			}
-			pc, err := rm.Start(ctx, "agent.ping", nil)
-			if err != nil {
-				serr <- err
-				return
+		}()
+		var done, counted int
+		var werr error
+		start := time.Now()
+		end := start.Add(time.Duration(f.Seconds * float64(time.Second)))
+		var el time.Duration
+		for pc := range pending {
+			if err := pc.Wait(nil); err != nil && werr == nil {
+				werr = err
 			}
-			pending <- pc
+			done++
+			if el == 0 && time.Now().After(end) {
+				el, counted = time.Since(start), done
+				close(stop)
+			}
 		}
-	}()
-	var done, counted int
-	var werr error
-	start := time.Now()
-	end := start.Add(time.Duration(f.Seconds * float64(time.Second)))
-	var el time.Duration
-	for pc := range pending {
-		if err := pc.Wait(nil); err != nil && werr == nil {
-			werr = err
+		if err := errors.Join(<-serr, werr); err != nil {
+			return err
 		}
-		done++
-		if el == 0 && time.Now().After(end) {
-			el, counted = time.Since(start), done
-			close(stop)
-		}
-	}
-	if err := errors.Join(<-serr, werr); err != nil {
-		return err
-	}
-	o.Emit("W4", "rate", benchout.Round(float64(counted)/el.Seconds()), "calls/s")
-	return nil
+		o.Emit("W4", "rate", benchout.Round(float64(counted)/el.Seconds()), "calls/s")
+		return nil
+	})
 }
 
 // w6: spawn 32 local children in parallel and complete one call on each.
 func w6(o benchout.Out) error {
-	root, err := newRoot()
-	if err != nil {
-		return err
-	}
-	defer root.Close()
-	ctx, cancel := deadline()
-	defer cancel()
-	t := time.Now()
-	var wg sync.WaitGroup
-	errs := make([]error, 32)
-	for i := range errs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			res, err := root.Spawn(ctx, spawn.Hop{Method: "local"}, "")
-			if err == nil {
-				err = root.Remote(res.ID, res.Name).Call(ctx, "agent.ping", nil, nil)
-			}
-			errs[i] = err
-		}()
-	}
-	wg.Wait()
-	el := time.Since(t)
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	o.Emit("W6", "total", ms(el), "ms")
-	return nil
+	return withRoot(spawn.SSHOptions{}, func(ctx context.Context, root *agent.Node) error {
+		t := time.Now()
+		var wg sync.WaitGroup
+		errs := make([]error, 32)
+		for i := range errs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res, err := root.Spawn(ctx, spawn.Hop{Method: "local"}, "")
+				if err == nil {
+					err = root.Remote(res.ID, res.Name).Call(ctx, "agent.ping", nil, nil)
+				}
+				errs[i] = err
+			}()
+		}
+		wg.Wait()
+		el := time.Since(t)
+		if err := errors.Join(errs...); err != nil {
+			return err
+		}
+		o.Emit("W6", "total", ms(el), "ms")
+		return nil
+	})
 }
 
 // w7: root → a → b; SIGKILL a; time until b's handle at the root reports
 // the disconnect (DEL_ROUTE from the root's own link to a).
 func w7(f benchout.Flags, o benchout.Out) error {
-	root, err := newRoot()
-	if err != nil {
-		return err
-	}
-	defer root.Close()
-	ctx, cancel := deadline()
-	defer cancel()
-	var lat []time.Duration
-	for i := 0; i < f.Samples(10, 2); i++ {
-		chain, err := root.SpawnPath(ctx, local(2))
-		if err != nil {
-			return err
+	return withRoot(spawn.SSHOptions{}, func(ctx context.Context, root *agent.Node) error {
+		var lat []time.Duration
+		for i := 0; i < f.Samples(10, 2); i++ {
+			chain, err := root.SpawnPath(ctx, local(2))
+			if err != nil {
+				return err
+			}
+			a, b := chain[0], chain[1]
+			var info builtin.Info
+			if err := a.Call(ctx, "agent.info", nil, &info); err != nil {
+				return err
+			}
+			if err := b.Call(ctx, "agent.ping", nil, nil); err != nil {
+				return err
+			}
+			t := time.Now()
+			if err := syscall.Kill(info.PID, syscall.SIGKILL); err != nil {
+				return fmt.Errorf("killing %s (pid %d): %w", a.Name(), info.PID, err)
+			}
+			select {
+			case <-b.Done():
+				lat = append(lat, time.Since(t))
+			case <-ctx.Done():
+				return fmt.Errorf("W7: root never saw %s disconnect after SIGKILL of %s", b.Name(), a.Name())
+			}
 		}
-		a, b := chain[0], chain[1]
-		var info builtin.Info
-		if err := a.Call(ctx, "agent.info", nil, &info); err != nil {
-			return err
-		}
-		if err := b.Call(ctx, "agent.ping", nil, nil); err != nil {
-			return err
-		}
-		t := time.Now()
-		if err := syscall.Kill(info.PID, syscall.SIGKILL); err != nil {
-			return fmt.Errorf("killing %s (pid %d): %w", a.Name(), info.PID, err)
-		}
-		select {
-		case <-b.Done():
-			lat = append(lat, time.Since(t))
-		case <-ctx.Done():
-			return fmt.Errorf("W7: root never saw %s disconnect after SIGKILL of %s", b.Name(), a.Name())
-		}
-	}
-	o.Latency("W7", lat, "ms")
-	return nil
+		o.Latency("W7", lat, "ms")
+		return nil
+	})
 }

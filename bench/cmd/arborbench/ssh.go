@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -12,7 +13,6 @@ import (
 	"github.com/arbor-project/arbor/agent"
 	"github.com/arbor-project/arbor/bench/internal/benchout"
 	"github.com/arbor-project/arbor/spawn"
-	"github.com/hashicorp/go-hclog"
 )
 
 // sshCacheEnv names the XDG_CACHE_HOME that bench/run's sshd sets for its
@@ -34,46 +34,37 @@ func w8(f benchout.Flags, o benchout.Out) error {
 	if err != nil {
 		return err
 	}
-	root, err := agent.NewRoot(agent.Options{
-		Logger:   hclog.NewNullLogger(),
-		Registry: registry(),
-		SSH:      spawn.SSHOptions{ConfigFile: f.SSHConfig},
-	})
-	if err != nil {
-		return err
-	}
-	defer root.Close()
-	ctx, cancel := deadline()
-	defer cancel()
-	hop := spawn.Hop{Method: "ssh", Target: f.SSHHost}
-	for _, hops := range []int{1, 2} {
-		for _, kind := range []string{"cold", "warm"} {
-			if kind == "cold" {
-				for _, p := range cached {
-					if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
-						return err
+	return withRoot(spawn.SSHOptions{ConfigFile: f.SSHConfig}, func(ctx context.Context, root *agent.Node) error {
+		hop := spawn.Hop{Method: "ssh", Target: f.SSHHost}
+		for _, hops := range []int{1, 2} {
+			for _, kind := range []string{"cold", "warm"} {
+				if kind == "cold" {
+					for _, p := range cached {
+						if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+							return err
+						}
 					}
 				}
-			}
-			path := []spawn.Hop{hop}
-			if hops == 2 {
-				path = append(path, hop)
-			}
-			t := time.Now()
-			chain, err := root.SpawnPath(ctx, path)
-			if err != nil {
-				return err
-			}
-			if err := chain[len(chain)-1].Call(ctx, "agent.ping", nil, nil); err != nil {
-				return err
-			}
-			o.Emit("W8", fmt.Sprintf("hop%d_%s", hops, kind), ms(time.Since(t)), "ms")
-			if err := chain[0].Shutdown(ctx); err != nil {
-				return fmt.Errorf("shutting down %s: %w", chain[0].Name(), err)
+				path := []spawn.Hop{hop}
+				if hops == 2 {
+					path = append(path, hop)
+				}
+				t := time.Now()
+				chain, err := root.SpawnPath(ctx, path)
+				if err != nil {
+					return err
+				}
+				if err := chain[len(chain)-1].Call(ctx, "agent.ping", nil, nil); err != nil {
+					return err
+				}
+				o.Emit("W8", fmt.Sprintf("hop%d_%s", hops, kind), ms(time.Since(t)), "ms")
+				if err := chain[0].Shutdown(ctx); err != nil {
+					return fmt.Errorf("shutting down %s: %w", chain[0].Name(), err)
+				}
 			}
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // cachedCopies are where the remote bootstrap (spawn/bootstrap.sh) may
