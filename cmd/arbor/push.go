@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"time"
 
@@ -116,8 +117,9 @@ func (b *progressBar) update(p transfer.Progress) {
 	rate := float64(p.Bytes) / max(secs, 1e-3)
 	eta := "--:--"
 	if rate > 0 && p.Bytes < p.TotalBytes {
-		left := time.Duration(float64(p.TotalBytes-p.Bytes) / rate * float64(time.Second))
-		eta = fmt.Sprintf("%02d:%02d", int(left.Minutes()), int(left.Seconds())%60)
+		// Whole seconds, rounded up: "00:00" only once nothing is left.
+		left := int(math.Ceil(float64(p.TotalBytes-p.Bytes) / rate))
+		eta = fmt.Sprintf("%02d:%02d", left/60, left%60)
 	}
 	pct := float64(p.Bytes) * 100 / float64(p.TotalBytes)
 	const width = 30
