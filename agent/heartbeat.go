@@ -102,6 +102,8 @@ type heartbeat struct {
 // linkHealth is one child link's heartbeat state. hb.mu guards it.
 type linkHealth struct {
 	state       string
+	frames      uint64    // the link's inbound frame count at the last look
+	heard       time.Time // when that count was last seen to move
 	pingSent    time.Time // last probe not yet answered; zero: none
 	sending     bool
 	rtt         time.Duration
@@ -194,10 +196,13 @@ func (hb *heartbeat) check(now time.Time, paused bool) {
 		live[p] = true
 		lh := hb.links[p]
 		if lh == nil {
-			lh = &linkHealth{state: StateUp}
+			lh = &linkHealth{state: StateUp, heard: now}
 			hb.links[p] = lh
 		}
-		idle := now.Sub(p.Link.LastInbound())
+		if f := p.Link.InboundFrames(); f != lh.frames {
+			lh.frames, lh.heard = f, now
+		}
+		idle := now.Sub(lh.heard)
 		if paused {
 			idle = min(idle, hb.cfg.tick())
 		}
