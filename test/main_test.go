@@ -5,10 +5,10 @@ package test
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/arbor-project/arbor/internal/testbin"
 
 	"go.uber.org/goleak"
 )
@@ -22,23 +22,14 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
-	root, err := moduleRoot()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "test:", err)
-		return 1
-	}
 	dir, err := os.MkdirTemp("", "arbor-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "test:", err)
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	arborBin = filepath.Join(dir, "arbor")
-	build := exec.Command("go", "build", "-o", arborBin, "./cmd/arbor")
-	build.Dir = root
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "test: building arbor:", err)
+	if arborBin, err = testbin.Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "test:", err)
 		return 1
 	}
 	code := m.Run()
@@ -55,23 +46,4 @@ func runMain(m *testing.M) int {
 		}
 	}
 	return code
-}
-
-// moduleRoot finds go.mod above the working directory (the test's package
-// directory).
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no go.mod above the test directory")
-		}
-		dir = parent
-	}
 }

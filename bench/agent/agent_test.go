@@ -7,12 +7,12 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"sort"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/arbor-project/arbor/internal/testbin"
 
 	"github.com/arbor-project/arbor/agent"
 	arborctx "github.com/arbor-project/arbor/context"
@@ -27,11 +27,8 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	exe = filepath.Join(dir, "arbor")
-	build := exec.Command("go", "build", "-o", exe, "../../cmd/arbor")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building arbor:", err)
+	if exe, err = testbin.Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()

@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/arbor-project/arbor/internal/testbin"
+
 	"github.com/arbor-project/arbor/agent"
 	"github.com/arbor-project/arbor/internal/sshdtest"
 	"github.com/arbor-project/arbor/spawn"
@@ -42,11 +44,8 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	exe = filepath.Join(dir, "arbor")
-	build := exec.Command("go", "build", "-o", exe, "../../cmd/arbor")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building arbor:", err)
+	if exe, err = testbin.Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	if sshd, err = sshdtest.Start(dir, sshdtest.Options{}); err != nil {
