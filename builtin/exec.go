@@ -60,19 +60,28 @@ func runExec(ctx context.Context, c *funcs.Call, a ExecArgs) (ExecResult, error)
 	if stdout.over || stderr.over {
 		return ExecResult{}, fmt.Errorf("%s: output larger than the message limit (%d bytes); stream it instead", a.Argv[0], c.Router.MaxMessage())
 	}
-	res := ExecResult{Stdout: stdout.buf.Bytes(), Stderr: stderr.buf.Bytes()}
+	status, err := exitStatus(err)
+	if err != nil {
+		return ExecResult{}, fmt.Errorf("%s: %w", a.Argv[0], err)
+	}
+	return ExecResult{ExitStatus: status, Stdout: stdout.buf.Bytes(), Stderr: stderr.buf.Bytes()}, nil
+}
+
+// exitStatus is a finished command's status as a shell reports it (128+N
+// for a command killed by signal N), from the error its Wait returned; an
+// error that is not an exit status is returned as it is.
+func exitStatus(err error) (int, error) {
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
+		return 0, nil
 	case errors.As(err, &ee):
-		res.ExitStatus = ee.ExitCode()
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			res.ExitStatus = 128 + int(ws.Signal())
+			return 128 + int(ws.Signal()), nil
 		}
-	default:
-		return ExecResult{}, fmt.Errorf("%s: %w", a.Argv[0], err)
+		return ee.ExitCode(), nil
 	}
-	return res, nil
+	return 0, err
 }
 
 // capped buffers output up to max bytes, then records that it overflowed.

@@ -197,18 +197,11 @@ func execStream(ctx context.Context, c *funcs.Call, a ExecStreamArgs) (ExecStrea
 	if ctx.Err() != nil {
 		return ExecStreamResult{}, fmt.Errorf("%s: %w", a.Argv[0], ctx.Err())
 	}
-	res := ExecStreamResult{}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		res.ExitStatus = ee.ExitCode()
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			res.ExitStatus = 128 + int(ws.Signal())
-		}
-	default:
+	status, err := exitStatus(err)
+	if err != nil {
 		return fail(fmt.Errorf("%s: %w", a.Argv[0], err))
 	}
+	res := ExecStreamResult{ExitStatus: status}
 	body, err := wire.Marshal(res)
 	if err != nil {
 		return fail(err)
