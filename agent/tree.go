@@ -66,11 +66,27 @@ func newTree(n *Node) *Tree {
 }
 
 // MarkClient hides node id (a control-socket client about to attach) from
-// the tree and its events, until its route is withdrawn.
+// the tree and its events, until its route is withdrawn or UnmarkClient.
 func (t *Tree) MarkClient(id uint32) {
 	t.mu.Lock()
 	t.clients[id] = true
 	t.mu.Unlock()
+}
+
+// UnmarkClient forgets client id, marked by MarkClient, that never attached
+// (its hello failed): no route of it will ever be withdrawn to do so.
+func (t *Tree) UnmarkClient(id uint32) {
+	t.mu.Lock()
+	delete(t.clients, id)
+	t.mu.Unlock()
+}
+
+// Clients is how many control-socket clients the tree hides: attached, or
+// marked and about to attach.
+func (t *Tree) Clients() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.clients)
 }
 
 // Subscribe calls fn for every event until the returned function is

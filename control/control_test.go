@@ -3,10 +3,12 @@ package control_test
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,10 +16,12 @@ import (
 	"github.com/arbor-project/arbor/builtin"
 	"github.com/arbor-project/arbor/control"
 	"github.com/arbor-project/arbor/funcs"
+	"github.com/arbor-project/arbor/routemonitor"
 	"github.com/hashicorp/go-hclog"
 )
 
-const patience = 10 * time.Second
+// patience only stops a hang: nothing a test does is bounded by it.
+const patience = time.Minute
 
 func TestSocketPath(t *testing.T) {
 	t.Setenv(control.EnvSocket, "")
@@ -171,5 +175,97 @@ func TestAdmission(t *testing.T) {
 	defer d.n.Close()
 	if err := d.n.Remote(0, "root").Call(ctx, "agent.ping", nil, nil); err != nil {
 		t.Fatalf("call from the admitted client: %v", err)
+	}
+}
+
+// rawClient connects to the socket without the client's side of the
+// protocol and reads the admission line.
+func rawClient(t *testing.T, path string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := make([]byte, len("ARBOR1 go\n"))
+	if _, err := io.ReadFull(c, line); err != nil || string(line) != "ARBOR1 go\n" {
+		t.Fatalf("admission line %q, %v", line, err)
+	}
+	return c
+}
+
+// TestFailedHelloForgetsClient: a client whose hello fails leaves nothing
+// in the tree's list of clients (it used to stay there for the server's
+// life, one entry per failed client).
+func TestFailedHelloForgetsClient(t *testing.T) {
+	path, root, srv := serve(t, control.Config{})
+	for i := 0; i < 3; i++ {
+		c := rawClient(t, path)
+		c.Write([]byte("this is not a hello\n"))
+		c.Close()
+	}
+	// A client that attaches and leaves is forgotten too.
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	n, err := control.Dial(ctx, path, agent.Options{Logger: hclog.NewNullLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := make(chan struct{})
+	unsub := root.Monitor.Subscribe(func(e routemonitor.Event) {
+		if e.Kind == routemonitor.DelRoute && e.ID == n.Router.ID() {
+			close(gone)
+		}
+	})
+	defer unsub()
+	n.Close()
+	select {
+	case <-gone:
+	case <-ctx.Done():
+		t.Fatal("the client's route was never withdrawn")
+	}
+	srv.Close() // waits for every client's handler
+	if got := root.Tree.Clients(); got != 0 {
+		t.Fatalf("%d clients left in the tree's list after they all left, want 0", got)
+	}
+}
+
+// TestCloseWhileClientsConnect: clients connecting while the server closes
+// are either handled before Close returns or turned away; a handler never
+// starts after Close (under -race: WaitGroup.Add racing Wait).
+func TestCloseWhileClientsConnect(t *testing.T) {
+	for i := 0; i < 200; i++ {
+		path, _, srv := serve(t, control.Config{})
+		stop := make(chan struct{})
+		served := make(chan struct{}, 1)
+		var wg sync.WaitGroup
+		for j := 0; j < 4; j++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					c, err := net.Dial("unix", path)
+					if err != nil {
+						return
+					}
+					var b [1]byte
+					if _, err := c.Read(b[:]); err == nil {
+						select {
+						case served <- struct{}{}:
+						default:
+						}
+					}
+					c.Close()
+				}
+			}()
+		}
+		<-served
+		srv.Close()
+		close(stop)
+		wg.Wait()
 	}
 }

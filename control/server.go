@@ -64,7 +64,12 @@ type Server struct {
 	stopOnce sync.Once
 	closed   chan struct{}
 	close    sync.Once
-	wg       sync.WaitGroup
+
+	// mu orders every wg.Add before Close's wg.Wait: once closing is set
+	// no handler starts.
+	mu      sync.Mutex
+	closing bool
+	wg      sync.WaitGroup
 
 	lnOnce    sync.Once
 	accepting atomic.Bool
@@ -114,7 +119,10 @@ func (s *Server) Serve() error {
 			return fmt.Errorf("arbor: control socket %s: %w", s.ln.Path(), err)
 		}
 		backoff = 0
-		s.wg.Add(1)
+		if !s.track() {
+			conn.Close()
+			return nil
+		}
 		go func() {
 			defer s.wg.Done()
 			s.handle(conn)
@@ -135,9 +143,27 @@ func (s *Server) StopAccepting() {
 // waits for their handlers. The tree itself is the caller's to close.
 func (s *Server) Close() error {
 	s.StopAccepting()
-	s.close.Do(func() { close(s.closed) })
+	s.close.Do(func() {
+		s.mu.Lock()
+		s.closing = true
+		s.mu.Unlock()
+		close(s.closed)
+	})
 	s.wg.Wait()
 	return nil
+}
+
+// track counts a new client handler, unless the server is closing: a
+// client accepted while Close runs is turned away rather than handled
+// after Close has returned.
+func (s *Server) track() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.wg.Add(1)
+	return true
 }
 
 // handle admits one client, attaches it as a child of the root with the
@@ -178,11 +204,15 @@ func (s *Server) handle(conn *net.UnixConn) {
 	lcfg.MaxMessage = s.root.Router.MaxMessage()
 	l, _, err := stream.Open(conn, s.root.ChildHello(id, name), lcfg)
 	if err != nil {
+		// Open has closed conn. The client never got a route, so no
+		// withdrawal will forget it.
+		s.root.Tree.UnmarkClient(id)
 		s.log.Debug("client hello failed", "pid", cred.Pid, "error", err)
 		return
 	}
 	defer l.Close()
 	if _, err := s.root.Router.AttachChildWithAuthority(l); err != nil {
+		s.root.Tree.UnmarkClient(id)
 		s.log.Warn("client not attached", "pid", cred.Pid, "error", err)
 		return
 	}
