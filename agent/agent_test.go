@@ -5,14 +5,17 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/arbor-project/arbor/agent"
 	"github.com/arbor-project/arbor/builtin"
 	"github.com/arbor-project/arbor/funcs"
+	"github.com/arbor-project/arbor/routemonitor"
 	"github.com/arbor-project/arbor/spawn"
 	"github.com/hashicorp/go-hclog"
 )
@@ -37,6 +40,9 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(m.Run())
 }
+
+// patience only stops a hang: nothing a test does is bounded by it.
+const patience = time.Minute
 
 type syncBuf struct {
 	mu  sync.Mutex
@@ -65,7 +71,7 @@ func (b *syncBuf) String() string {
 // waitFor waits until every want string is in the buffer, woken by writes.
 func (b *syncBuf) waitFor(t *testing.T, want ...string) {
 	t.Helper()
-	deadline := time.After(20 * time.Second)
+	deadline := time.After(patience)
 	for {
 		s := b.String()
 		missing := ""
@@ -98,7 +104,7 @@ func TestStrayOutputCannotCorruptLink(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer root.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	chain, err := root.SpawnPath(ctx, []spawn.Hop{{Method: "local"}, {Method: "local"}})
 	if err != nil {
@@ -131,7 +137,7 @@ func TestUnknownFunctionNamesNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer root.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	chain, err := root.SpawnPath(ctx, []spawn.Hop{{Method: "local"}})
 	if err != nil {
@@ -141,5 +147,103 @@ func TestUnknownFunctionNamesNode(t *testing.T) {
 	want := fmt.Sprintf("unknown function no.such on node %s", chain[0].Name())
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("err = %v, want it to contain %q", err, want)
+	}
+}
+
+// TestCloseDuringAttach: Close reads the children a spawn has listed while
+// that spawn attaches the child's link; the spawn must not write to a
+// listed child (under -race it used to: c.port = port without the lock).
+func TestCloseDuringAttach(t *testing.T) {
+	exe, _ := os.Executable()
+	root, err := agent.NewRoot(agent.Options{Exe: exe, Logger: hclog.NewNullLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	up := make(chan struct{}, 1)
+	unsub := root.Monitor.Subscribe(func(e routemonitor.Event) {
+		if e.Kind == routemonitor.AddRoute {
+			select {
+			case up <- struct{}{}:
+			default:
+			}
+		}
+	})
+	defer unsub()
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	spawned := make(chan error, 1)
+	go func() {
+		_, err := root.Spawn(ctx, spawn.Hop{Method: "local"}, "")
+		spawned <- err
+	}()
+	select {
+	case <-up: // the link is attached; Spawn may not have returned
+	case err := <-spawned:
+		t.Fatalf("spawn returned before its route came up: %v", err)
+	case <-ctx.Done():
+		t.Fatal("the child's route never came up")
+	}
+	root.Close()
+	<-spawned
+}
+
+// TestSpawnDuringClose: a child whose start began before its node's Close
+// and ended after it is not left running: the spawn fails and the child
+// is killed (it used to be attached to the closed router and reported a
+// success, its process never killed).
+func TestSpawnDuringClose(t *testing.T) {
+	exe, _ := os.Executable()
+	dir := t.TempDir()
+	gate := filepath.Join(dir, "gate")
+	if err := syscall.Mkfifo(gate, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The agent's wrapper says its pid, then waits on the gate before it
+	// becomes the agent (exec keeps the pid).
+	wrapper := filepath.Join(dir, "agent.sh")
+	script := fmt.Sprintf("#!/bin/sh\necho $$ > %s/pid\nread line < %s\nexec %s \"$@\"\n", dir, gate, exe)
+	if err := os.WriteFile(wrapper, []byte(script), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	root, err := agent.NewRoot(agent.Options{Exe: wrapper, Logger: hclog.NewNullLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	spawned := make(chan error, 1)
+	go func() {
+		_, err := root.Spawn(ctx, spawn.Hop{Method: "local"}, "")
+		spawned <- err
+	}()
+	// Opening the gate for writing returns once the wrapper waits on it.
+	g, err := os.OpenFile(gate, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	if _, err := fmt.Sscan(string(raw), &pid); err != nil {
+		t.Fatalf("pid file %q: %v", raw, err)
+	}
+	root.Close()
+	g.WriteString("go\n")
+	g.Close()
+	select {
+	case err = <-spawned:
+	case <-ctx.Done():
+		t.Fatal("spawn never returned")
+	}
+	if err == nil || !strings.Contains(err.Error(), "shutting down") {
+		t.Errorf("spawn finished after Close: %v, want a refusal: shutting down", err)
+	}
+	if err := syscall.Kill(pid, 0); err != syscall.ESRCH {
+		syscall.Kill(-pid, syscall.SIGKILL)
+		t.Errorf("the child (pid %d) outlived a spawn that ended after its node closed (kill 0: %v)", pid, err)
 	}
 }

@@ -107,16 +107,37 @@ func (n *Node) spawn(ctx context.Context, req SpawnRequest) (SpawnResult, error)
 	if err != nil {
 		return SpawnResult{}, err
 	}
-	c := &child{proc: proc}
+	// The child is listed before its link is attached, so that a Close
+	// from here on kills its process; a Close that began while it started
+	// has not seen it, so it is not started at all. Close reads a listed
+	// child without n.mu: a listed child is never written to, and the
+	// attached one replaces it.
+	pending := &child{proc: proc}
 	n.mu.Lock()
-	n.children[id] = c
+	if n.closing {
+		n.mu.Unlock()
+		l.Close()
+		proc.Wait(0) // kills its group and reaps it
+		return SpawnResult{}, fmt.Errorf("arbor: node %d is shutting down", n.Router.ID())
+	}
+	n.children[id] = pending
 	n.mu.Unlock()
 	port, err := n.Router.AttachChild(l)
 	if err != nil {
-		proc.Kill()
+		n.mu.Lock()
+		if n.children[id] == pending {
+			delete(n.children, id)
+		}
+		n.mu.Unlock()
+		proc.Wait(0)
 		return SpawnResult{}, err
 	}
-	c.port = port
+	c := &child{proc: proc, port: port}
+	n.mu.Lock()
+	if n.children[id] == pending {
+		n.children[id] = c
+	}
+	n.mu.Unlock()
 	n.reportSpawned(port, hop, label, proc.PID())
 	go n.reap(id, c)
 	return SpawnResult{ID: id, Name: l.Hello().Name, PID: proc.PID(), Bootstrap: proc.Bootstrap}, nil
