@@ -228,7 +228,9 @@ func (n *Node) binaries(req SpawnRequest) *spawn.Binaries {
 		b.Fetch = func(ctx context.Context, platform string) ([]byte, error) {
 			var data []byte
 			n.Log.Debug("asking the root for an agent binary", "platform", platform)
-			err := n.Remote(wire.RootID, "root").Call(ctx, "agent.binary", BinaryRequest{Platform: platform}, &data)
+			root := n.Remote(wire.RootID, "root")
+			defer root.Release()
+			err := root.Call(ctx, "agent.binary", BinaryRequest{Platform: platform}, &data)
 			if err != nil {
 				return nil, fmt.Errorf("asking the root for an agent binary for %s: %w", platform, err)
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 
@@ -15,52 +16,82 @@ import (
 
 // Remote is one node of the tree as seen from this node. It is safe for
 // concurrent use.
+//
+// A Remote follows its node through one subscription to the route
+// monitor; Release ends it. A Remote that is dropped without Release
+// ends its subscription when the garbage collector frees it, and one
+// whose node disconnects ends it then.
 type Remote struct {
 	r    *router.Router
 	id   uint32
 	name string
+	*liveness
+}
 
+// liveness is what the monitor's callback updates. It never points back
+// to its Remote, so that a Remote nobody holds can be collected while its
+// subscription is still in place.
+type liveness struct {
 	once sync.Once
 	done chan struct{}
 	err  error
 
-	subMu sync.Mutex
-	unsub func() // nil once unsubscribed
-	gone  bool   // disconnected before unsub was known
+	subMu    sync.Mutex
+	unsub    func() // nil once unsubscribed
+	released bool   // disconnected or released before unsub was known
 }
 
 // New returns the handle for node id (named name), reached through r. Done
-// closes when m reports the node gone.
+// closes when m reports the node gone. Release it when done with it.
 func New(r *router.Router, m *routemonitor.Monitor, id uint32, name string) *Remote {
-	rm := &Remote{r: r, id: id, name: name, done: make(chan struct{})}
+	lv := &liveness{done: make(chan struct{})}
+	rm := &Remote{r: r, id: id, name: name, liveness: lv}
 	unsub := m.Subscribe(func(e routemonitor.Event) {
 		switch {
 		case e.Kind == routemonitor.DelRoute && e.ID == id:
-			rm.disconnect(&router.DisconnectError{ID: id, Name: name, Cause: e.Cause})
+			lv.disconnect(&router.DisconnectError{ID: id, Name: name, Cause: e.Cause})
 		case e.Kind == routemonitor.ParentLost && id != r.ID():
 			if _, _, routed := r.Lookup(id); !routed {
-				rm.disconnect(&router.DisconnectError{ID: id, Name: name, Cause: e.Cause})
+				lv.disconnect(&router.DisconnectError{ID: id, Name: name, Cause: e.Cause})
 			}
 		}
 	})
-	rm.subMu.Lock()
-	if rm.gone {
+	lv.subMu.Lock()
+	if lv.released {
 		defer unsub()
 	} else {
-		rm.unsub = unsub
+		lv.unsub = unsub
 	}
-	rm.subMu.Unlock()
+	lv.subMu.Unlock()
+	runtime.AddCleanup(rm, func(lv *liveness) { lv.release() }, lv)
 	return rm
 }
 
-func (rm *Remote) disconnect(err error) {
-	rm.once.Do(func() {
-		rm.err = err
-		close(rm.done)
-		rm.subMu.Lock()
-		unsub := rm.unsub
-		rm.unsub, rm.gone = nil, true
-		rm.subMu.Unlock()
+// Release ends the handle's subscription to the route monitor: from then
+// on Done no longer closes when the node disconnects (calls still fail at
+// once when it does). A long-lived process that makes a handle per
+// request releases each one. Release is idempotent; it must not be called
+// from a route monitor callback.
+func (rm *Remote) Release() { rm.liveness.release() }
+
+func (lv *liveness) release() {
+	lv.subMu.Lock()
+	unsub := lv.unsub
+	lv.unsub, lv.released = nil, true
+	lv.subMu.Unlock()
+	if unsub != nil {
+		unsub()
+	}
+}
+
+func (lv *liveness) disconnect(err error) {
+	lv.once.Do(func() {
+		lv.err = err
+		close(lv.done)
+		lv.subMu.Lock()
+		unsub := lv.unsub
+		lv.unsub, lv.released = nil, true
+		lv.subMu.Unlock()
 		if unsub != nil {
 			go unsub() // not from inside the monitor's callback
 		}

@@ -121,7 +121,9 @@ func (s *Server) spawnPath(ctx context.Context, a SpawnArgs) (SpawnResult, error
 		if parent == s.root.Router.ID() {
 			res, err = s.root.Spawn(ctx, hop, label)
 		} else {
-			res, err = s.root.SpawnVia(ctx, s.root.Remote(parent, parentName), hop, label)
+			via := s.root.Remote(parent, parentName)
+			res, err = s.root.SpawnVia(ctx, via, hop, label)
+			via.Release()
 		}
 		if err != nil {
 			return SpawnResult{}, fmt.Errorf("hop %d (%s) of %s: %w", i+1, hop, a.Path, err)

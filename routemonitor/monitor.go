@@ -287,3 +287,10 @@ func describeCause(err error) string {
 	}
 	return err.Error()
 }
+
+// Subscriptions is how many subscriptions are in place.
+func (m *Monitor) Subscriptions() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.subs)
+}
