@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -18,13 +19,20 @@ const (
 	StateDown         = "down"
 )
 
-// HeartbeatConfig says how a node watches its child links. A parent probes
-// each child link that has been idle for Interval with a PING; any frame
-// from the child counts as life. With no frame for UnresponsiveAfter the
-// child is UNRESPONSIVE (calls still go through; it recovers to UP when a
-// frame arrives); with none for DownAfter the link is closed with cause
+// HeartbeatConfig says how a node watches its links. It is the one
+// liveness mechanism of a tree: links have no transport keepalive.
+//
+// A parent probes each child link every Interval with a PING (on the
+// link's urgent lane, ahead of queued data); only answers to its own
+// probes count as life, so a child that keeps sending but no longer
+// answers is not alive. With no answer for UnresponsiveAfter the child is
+// UNRESPONSIVE (calls still go through; it recovers to UP when an answer
+// arrives); with none for DownAfter the link is closed with cause
 // "heartbeat timeout", so DEL_ROUTE covers the child's subtree and pending
-// calls fail. Children inherit the thresholds through the hello.
+// calls fail. The watch is symmetric: a child that hears nothing from its
+// parent (whose probes arrive every Interval) for DownAfter closes its
+// parent link the same way, shuts down and kills what it runs. Children
+// inherit the thresholds through the hello.
 type HeartbeatConfig struct {
 	Interval          time.Duration
 	UnresponsiveAfter time.Duration
@@ -69,6 +77,16 @@ func (c HeartbeatConfig) Validate() error {
 	return nil
 }
 
+// ErrHeartbeatTimeout matches the cause of a link the heartbeat closed
+// because its peer stopped answering (errors.Is).
+var ErrHeartbeatTimeout = errors.New("arbor: heartbeat timeout")
+
+// heartbeatTimeout is that cause, with the silence it measured.
+type heartbeatTimeout struct{ msg string }
+
+func (e *heartbeatTimeout) Error() string        { return e.msg }
+func (e *heartbeatTimeout) Is(target error) bool { return target == ErrHeartbeatTimeout }
+
 // HeartbeatFromHello is the configuration a parent passed down.
 func HeartbeatFromHello(h wire.Hello) HeartbeatConfig {
 	return HeartbeatConfig{Interval: h.HeartbeatInterval, UnresponsiveAfter: h.UnresponsiveAfter, DownAfter: h.DownAfter}
@@ -80,10 +98,10 @@ func (n *Node) heartbeatHello(h *wire.Hello) {
 	h.HeartbeatInterval, h.UnresponsiveAfter, h.DownAfter = c.Interval, c.UnresponsiveAfter, c.DownAfter
 }
 
-// heartbeat probes a node's child links. One goroutine ticks over every
-// child link; a probe is sent from a short-lived goroutine (at most one
-// per link at a time) so that a link whose send queue is full never stalls
-// the others; state reports go to the root through a bounded queue.
+// heartbeat watches a node's links. One goroutine ticks over every child
+// link, probing and judging it, and over the parent link, judging it; no
+// send ever happens under mu (onPong takes it on every child's read loop).
+// State reports go to the root through a bounded queue.
 type heartbeat struct {
 	n      *Node
 	cfg    HeartbeatConfig
@@ -96,16 +114,21 @@ type heartbeat struct {
 	dropped atomic.Uint64
 	done    chan struct{}
 
+	// The parent link's inbound frame count at the last look and when it
+	// last moved: run's goroutine only.
+	parentPort   *router.Port
+	parentFrames uint64
+	parentHeard  time.Time
+
 	lastCheck time.Time // run's goroutine only
 }
 
 // linkHealth is one child link's heartbeat state. hb.mu guards it.
 type linkHealth struct {
 	state       string
-	frames      uint64    // the link's inbound frame count at the last look
-	heard       time.Time // when that count was last seen to move
-	pingSent    time.Time // last probe not yet answered; zero: none
-	sending     bool
+	heard       time.Time // when the child last answered a probe (or the link came up)
+	pingSent    time.Time // first probe not yet answered; zero: none
+	lastProbe   time.Time // when the last probe went out
 	rtt         time.Duration
 	reportedRTT time.Duration
 }
@@ -150,16 +173,19 @@ func (hb *heartbeat) run() {
 			paused := !hb.lastCheck.IsZero() && now.Sub(hb.lastCheck) > 2*hb.cfg.tick()+hb.cfg.UnresponsiveAfter/2
 			hb.lastCheck = now
 			hb.check(now, paused)
+			hb.checkParent(now, paused)
 		}
 	}
 }
 
+// send puts a state report on the parent link's control queue: in order
+// with the route updates it must precede, never blocking.
 func (hb *heartbeat) send(ns wire.NodeState) {
 	body, err := wire.Marshal(ns)
 	if err != nil {
 		return
 	}
-	if err := hb.n.Router.Send(wire.Header{Dst: wire.RootID, Handle: wire.HandleNodeState}, body); err != nil {
+	if err := hb.n.Router.SendControl(wire.Header{Dst: wire.RootID, Handle: wire.HandleNodeState}, body); err != nil {
 		hb.n.Log.Debug("node state not sent", "child", ns.ID, "error", err)
 	}
 }
@@ -185,13 +211,21 @@ func (hb *heartbeat) flushReports() {
 	}
 }
 
+// lostLink is a child link the heartbeat declared DOWN.
+type lostLink struct {
+	p     *router.Port
+	state wire.NodeState
+}
+
 // check evaluates every child link at now; paused says this process was
-// not running for a while, so idleness seen now proves nothing.
+// not running for a while, so silence seen now proves nothing. It decides
+// under hb.mu and acts (probes, reports, closing links) after releasing it.
 func (hb *heartbeat) check(now time.Time, paused bool) {
 	ports := hb.n.Router.Children()
 	live := make(map[*router.Port]bool, len(ports))
+	var probe []*router.Port
+	var lost []lostLink
 	hb.mu.Lock()
-	defer hb.mu.Unlock()
 	for _, p := range ports {
 		live[p] = true
 		lh := hb.links[p]
@@ -199,37 +233,31 @@ func (hb *heartbeat) check(now time.Time, paused bool) {
 			lh = &linkHealth{state: StateUp, heard: now}
 			hb.links[p] = lh
 		}
-		if f := p.Link.InboundFrames(); f != lh.frames {
-			lh.frames, lh.heard = f, now
-		}
-		idle := now.Sub(lh.heard)
+		silent := now.Sub(lh.heard)
 		if paused {
-			idle = min(idle, hb.cfg.tick())
+			silent = min(silent, hb.cfg.tick())
+			lh.heard = now.Add(-silent)
 		}
 		switch {
-		case idle >= hb.cfg.DownAfter:
-			cause := fmt.Sprintf("heartbeat timeout (no frame for %s)", idle.Round(time.Millisecond))
-			hb.n.Log.Warn("child link down", "child", p.PeerID, "name", p.PeerName, "cause", cause)
-			// The report goes before the link closes, after the reports
-			// queued before it, so the root hears DOWN before DEL_ROUTE.
-			hb.flushReports()
-			hb.send(wire.NodeState{ID: p.PeerID, Parent: hb.n.Router.ID(), State: StateDown, RTT: lh.rtt, Cause: cause})
-			p.Link.Abort(fmt.Errorf("%s", cause))
+		case silent >= hb.cfg.DownAfter:
+			cause := fmt.Sprintf("heartbeat timeout (no answer for %s)", silent.Round(time.Millisecond))
+			lost = append(lost, lostLink{p, wire.NodeState{ID: p.PeerID, Parent: hb.n.Router.ID(), State: StateDown, RTT: lh.rtt, Cause: cause}})
 			delete(hb.links, p)
 			continue
-		case idle >= hb.cfg.UnresponsiveAfter:
+		case silent >= hb.cfg.UnresponsiveAfter:
 			if lh.state == StateUp {
 				lh.state = StateUnresponsive
-				cause := fmt.Sprintf("no frame for %s", idle.Round(time.Millisecond))
+				cause := fmt.Sprintf("no answer for %s", silent.Round(time.Millisecond))
 				hb.n.Log.Warn("child unresponsive", "child", p.PeerID, "name", p.PeerName, "cause", cause)
 				hb.report(wire.NodeState{ID: p.PeerID, Parent: hb.n.Router.ID(), State: StateUnresponsive, RTT: lh.rtt, Cause: cause})
 			}
-		default:
-			hb.recovered(p, lh)
 		}
-		if idle >= hb.cfg.Interval && !lh.sending && (lh.pingSent.IsZero() || now.Sub(lh.pingSent) >= hb.cfg.Interval) {
-			lh.pingSent, lh.sending = now, true
-			go hb.probe(p)
+		if now.Sub(lh.lastProbe) >= hb.cfg.Interval {
+			lh.lastProbe = now
+			if lh.pingSent.IsZero() {
+				lh.pingSent = now
+			}
+			probe = append(probe, p)
 		}
 	}
 	for p := range hb.links {
@@ -237,9 +265,50 @@ func (hb *heartbeat) check(now time.Time, paused bool) {
 			delete(hb.links, p)
 		}
 	}
+	hb.mu.Unlock()
+	for _, l := range lost {
+		hb.n.Log.Warn("child link down", "child", l.p.PeerID, "name", l.p.PeerName, "cause", l.state.Cause)
+		// The report goes before the link closes, after the reports
+		// queued before it, so the root hears DOWN before DEL_ROUTE.
+		hb.flushReports()
+		hb.send(l.state)
+		l.p.Link.Abort(&heartbeatTimeout{l.state.Cause})
+	}
+	for _, p := range probe {
+		err := p.Link.SendUrgent(wire.Header{Dst: p.PeerID, Src: hb.n.Router.ID(), Auth: hb.n.Router.ID(),
+			Handle: wire.HandlePing, ReplyTo: hb.handle}, nil)
+		if err != nil {
+			hb.n.Log.Debug("heartbeat probe not sent", "child", p.PeerID, "error", err)
+		}
+	}
 }
 
-// recovered moves an UNRESPONSIVE link back to UP. hb.mu is held on entry.
+// checkParent closes the parent link when the parent has been silent for
+// DownAfter: its probes arrive every Interval, so silence means it is gone
+// (or cut off by a partition that closed no socket). The node then shuts
+// down like on any loss of its parent, and kills what it runs.
+func (hb *heartbeat) checkParent(now time.Time, paused bool) {
+	p := hb.n.Router.Parent()
+	if p == nil {
+		return
+	}
+	if p != hb.parentPort {
+		hb.parentPort, hb.parentFrames, hb.parentHeard = p, p.Link.InboundFrames(), now
+		return
+	}
+	if f := p.Link.InboundFrames(); f != hb.parentFrames || paused {
+		hb.parentFrames, hb.parentHeard = f, now
+		return
+	}
+	if silent := now.Sub(hb.parentHeard); silent >= hb.cfg.DownAfter {
+		cause := fmt.Sprintf("heartbeat timeout (nothing from parent node %d for %s)", p.PeerID, silent.Round(time.Millisecond))
+		hb.n.Log.Warn("parent link down", "parent", p.PeerID, "cause", cause)
+		p.Link.Abort(&heartbeatTimeout{cause})
+	}
+}
+
+// recovered moves an UNRESPONSIVE link back to UP. hb.mu is held on entry;
+// report never blocks.
 func (hb *heartbeat) recovered(p *router.Port, lh *linkHealth) {
 	if lh.state != StateUnresponsive {
 		return
@@ -249,21 +318,8 @@ func (hb *heartbeat) recovered(p *router.Port, lh *linkHealth) {
 	hb.report(wire.NodeState{ID: p.PeerID, Parent: hb.n.Router.ID(), State: StateUp, RTT: lh.rtt})
 }
 
-// probe sends one PING down p. It may block while p's send queue is full.
-func (hb *heartbeat) probe(p *router.Port) {
-	err := p.Link.Send(wire.Header{Dst: p.PeerID, Src: hb.n.Router.ID(), Auth: hb.n.Router.ID(),
-		Handle: wire.HandlePing, ReplyTo: hb.handle}, nil)
-	hb.mu.Lock()
-	if lh := hb.links[p]; lh != nil {
-		lh.sending = false
-		if err != nil {
-			lh.pingSent = time.Time{}
-		}
-	}
-	hb.mu.Unlock()
-}
-
-// onPong runs on the child link's read loop when a probe is answered.
+// onPong runs on the child link's read loop when a probe is answered: the
+// one evidence of the child's life.
 func (hb *heartbeat) onPong(m *router.Message) {
 	p := m.Port
 	if m.IsDead() || p == nil || p.IsParent || m.Src != p.PeerID {
@@ -273,8 +329,12 @@ func (hb *heartbeat) onPong(m *router.Message) {
 	hb.mu.Lock()
 	defer hb.mu.Unlock()
 	lh := hb.links[p]
-	if lh == nil || lh.pingSent.IsZero() {
+	if lh == nil {
 		return
+	}
+	lh.heard = now
+	if lh.pingSent.IsZero() {
+		return // the answer to a later probe of the same silence
 	}
 	lh.rtt = now.Sub(lh.pingSent)
 	lh.pingSent = time.Time{}

@@ -1,10 +1,12 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/arbor-project/arbor/router"
 	"github.com/arbor-project/arbor/stream/wire"
@@ -23,12 +25,18 @@ type logForwarder struct {
 	early   func([]byte)   // where records go before that (stderr)
 	stop    chan struct{}
 	done    chan struct{}
+	// ctx ends when the forwarder closes: a send waiting for room in the
+	// parent link's queue gives up then.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	closeOnce sync.Once
 }
 
 func newLogForwarder(early func([]byte)) *logForwarder {
-	return &logForwarder{q: make(chan []byte, 1024), early: early, stop: make(chan struct{}), done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &logForwarder{q: make(chan []byte, 1024), early: early, stop: make(chan struct{}), done: make(chan struct{}),
+		ctx: ctx, cancel: cancel}
 }
 
 func (f *logForwarder) Write(p []byte) (int, error) {
@@ -59,11 +67,11 @@ func (f *logForwarder) start(r *router.Router) {
 		for {
 			select {
 			case line := <-f.q:
-				f.send(r, line)
+				f.send(f.ctx, r, line)
 				if d := f.dropped.Load(); d != reported {
 					reported = d
 					note, _ := json.Marshal(map[string]any{"@level": "warn", "@message": "log records dropped: queue full", "dropped": d})
-					f.send(r, note)
+					f.send(f.ctx, r, note)
 				}
 			case <-f.stop:
 				return
@@ -72,13 +80,20 @@ func (f *logForwarder) start(r *router.Router) {
 	}()
 }
 
-func (f *logForwarder) send(r *router.Router, line []byte) {
+// send forwards one record, waiting for room in the parent link's queue
+// (this is the forwarder's own goroutine) until ctx ends.
+func (f *logForwarder) send(ctx context.Context, r *router.Router, line []byte) {
 	body, err := wire.Marshal(wire.LogRecord{NodeID: r.ID(), Node: r.Name(), Line: line})
 	if err != nil {
 		return
 	}
-	_ = r.Send(wire.Header{Dst: wire.RootID, Handle: wire.HandleForwardLog}, body)
+	if err := r.SendContext(ctx, wire.Header{Dst: wire.RootID, Handle: wire.HandleForwardLog}, body); err != nil {
+		f.dropped.Add(1)
+	}
 }
+
+// closeGrace bounds how long close waits to send the records still queued.
+const closeGrace = time.Second
 
 // close stops the forwarder after sending what is queued, best effort. It
 // is idempotent.
@@ -89,17 +104,21 @@ func (f *logForwarder) close1() {
 	started := f.r != nil
 	f.mu.Unlock()
 	if !started {
+		f.cancel()
 		return
 	}
-	for {
+	ctx, cancel := context.WithTimeout(f.ctx, closeGrace)
+	defer cancel()
+	for ctx.Err() == nil {
 		select {
 		case line := <-f.q:
-			f.send(f.r, line)
+			f.send(ctx, f.r, line)
 			continue
 		default:
 		}
 		break
 	}
+	f.cancel()
 	close(f.stop)
 	<-f.done
 }

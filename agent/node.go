@@ -108,7 +108,7 @@ func newNode(r *router.Router, o Options) *Node {
 	}
 	n.registerSpawn(reg)
 	n.Dispatcher = funcs.Serve(r, reg, funcs.DefaultConfig(), map[string]any{"node": n})
-	r.Handle(wire.HandlePing, func(m *router.Message) { _ = r.Reply(m, nil) }, router.Anyone)
+	r.Handle(wire.HandlePing, func(m *router.Message) { _ = r.ReplyUrgent(m, nil) }, router.Anyone)
 	r.Handle(wire.HandleShutdown, func(*router.Message) { go n.Close() }, nil)
 	n.hb = startHeartbeat(n)
 	return n
@@ -145,7 +145,7 @@ func (n *Node) Close() error {
 		defer grace.Stop()
 		for _, c := range kids {
 			if c.port != nil {
-				_ = n.Router.Send(wire.Header{Dst: c.port.PeerID, Handle: wire.HandleShutdown}, nil)
+				_ = n.Router.SendControl(wire.Header{Dst: c.port.PeerID, Handle: wire.HandleShutdown}, nil)
 			}
 		}
 		for _, c := range kids {

@@ -157,7 +157,7 @@ func (rm *Remote) Start(ctx context.Context, fn string, args any) (*PendingCall,
 	if err != nil {
 		return nil, err
 	}
-	p, err := rm.r.Begin(rm.id, wire.HandleCall, body)
+	p, err := rm.r.BeginContext(ctx, rm.id, wire.HandleCall, body)
 	if err != nil {
 		return nil, fmt.Errorf("arbor: call %s on node %d (%s): %w", fn, rm.id, rm.name, err)
 	}
@@ -195,7 +195,7 @@ func (c *PendingCall) cancelRemote() {
 	if err != nil {
 		return
 	}
-	_ = c.rm.r.Send(wire.Header{Dst: c.rm.id, Handle: wire.HandleCancel}, body)
+	_ = c.rm.r.SendControl(wire.Header{Dst: c.rm.id, Handle: wire.HandleCancel}, body)
 }
 
 // Shutdown asks the node to shut down its subtree and exit, and waits until
@@ -204,7 +204,7 @@ func (rm *Remote) Shutdown(ctx context.Context) error {
 	if rm.Err() != nil {
 		return nil
 	}
-	if err := rm.r.Send(wire.Header{Dst: rm.id, Handle: wire.HandleShutdown}, nil); err != nil {
+	if err := rm.r.SendControl(wire.Header{Dst: rm.id, Handle: wire.HandleShutdown}, nil); err != nil {
 		return err
 	}
 	select {

@@ -201,7 +201,7 @@ func (d *Dispatcher) run(ctx context.Context, m *router.Message, e *entry, req w
 		d.fail(m, req.Fn, KindError, "result: "+err.Error())
 		return
 	}
-	if err := d.r.Reply(m, body); err != nil {
+	if err := d.r.ReplyContext(d.base, m, body); err != nil {
 		d.r.Logger().Warn("could not send call result", "fn", req.Fn, "to", m.Src, "error", err)
 	}
 }
@@ -218,7 +218,7 @@ func (d *Dispatcher) fail(m *router.Message, fn, kind, msg string) {
 		d.r.ReplyError(m, msg)
 		return
 	}
-	if err := d.r.Reply(m, body); err != nil {
+	if err := d.r.ReplyContext(d.base, m, body); err != nil {
 		d.r.Logger().Warn("could not send call error", "fn", fn, "to", m.Src, "error", err)
 	}
 }

@@ -258,7 +258,8 @@ func (m *Monitor) sendUp(handle uint32, v any) {
 	}
 }
 
-// send puts a route update straight on one link, addressed to its peer.
+// send puts a route update on one link's control queue, addressed to its
+// peer. It never blocks: it runs on read loops (see stream.Link.SendControl).
 func (m *Monitor) send(p *router.Port, handle uint32, v any) {
 	body, err := wire.Marshal(v)
 	if err != nil {
@@ -266,7 +267,7 @@ func (m *Monitor) send(p *router.Port, handle uint32, v any) {
 		return
 	}
 	hdr := wire.Header{Dst: p.PeerID, Src: m.r.ID(), Auth: m.r.ID(), Handle: handle}
-	if err := p.Link.Send(hdr, body); err != nil {
+	if err := p.Link.SendControl(hdr, body); err != nil {
 		m.log.Debug("route update not sent", "link", p.String(), "error", err)
 	}
 }

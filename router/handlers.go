@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/arbor-project/arbor/stream/wire"
@@ -96,12 +97,29 @@ func (r *Router) deliver(m *Message) {
 	e.fn(m)
 }
 
-// Reply answers m with payload, addressed to m's ReplyTo on m's source.
+// Reply answers m with payload, addressed to m's ReplyTo on m's source. It
+// never blocks (see Send), so a handler may call it.
 func (r *Router) Reply(m *Message, payload []byte) error {
+	return r.reply(nil, m, payload, sendNow)
+}
+
+// ReplyContext is Reply for a goroutine that may wait for room in the next
+// hop's queue (see SendContext): a worker that ran a call.
+func (r *Router) ReplyContext(ctx context.Context, m *Message, payload []byte) error {
+	return r.reply(ctx, m, payload, sendWait)
+}
+
+// ReplyUrgent is Reply ahead of everything queued (see SendUrgent): the
+// answer to a heartbeat probe.
+func (r *Router) ReplyUrgent(m *Message, payload []byte) error {
+	return r.reply(nil, m, payload, sendUrgent)
+}
+
+func (r *Router) reply(ctx context.Context, m *Message, payload []byte, mode sendMode) error {
 	if m.ReplyTo == wire.HandleNone {
 		return fmt.Errorf("arbor: node %d: message from %d on handle %d wants no reply", r.id, m.Src, m.Handle)
 	}
-	return r.Send(wire.Header{Dst: m.Src, Handle: m.ReplyTo, Flags: wire.FlagReply}, payload)
+	return r.send(ctx, wire.Header{Dst: m.Src, Handle: m.ReplyTo, Flags: wire.FlagReply}, payload, mode)
 }
 
 // ReplyError answers m with a dead reply carrying reason.

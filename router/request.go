@@ -21,8 +21,10 @@ type result struct {
 // Request sends payload to handle on dst and waits for one reply. It
 // returns when the reply arrives, a dead reply arrives (*DeadError), dst
 // disconnects (*DisconnectError), ctx ends, or the router closes.
+// It waits for room in the next hop's queue (see SendContext), so it must
+// not be called from a handler.
 func (r *Router) Request(ctx context.Context, dst, handle uint32, payload []byte) (*Message, error) {
-	w, err := r.Begin(dst, handle, payload)
+	w, err := r.BeginContext(ctx, dst, handle, payload)
 	if err != nil {
 		return nil, err
 	}
@@ -35,8 +37,20 @@ type Pending struct {
 	w *waiter
 }
 
-// Begin sends a request and returns at once; Wait collects the reply.
+// Begin sends a request and returns at once; Wait collects the reply. It
+// never blocks (see Send): when the next hop's queue is full it fails with
+// an error matching stream.ErrQueueFull.
 func (r *Router) Begin(dst, handle uint32, payload []byte) (*Pending, error) {
+	return r.begin(nil, dst, handle, payload, sendNow)
+}
+
+// BeginContext is Begin that waits for room in the next hop's queue until
+// ctx ends (see SendContext): backpressure for a caller that pipelines.
+func (r *Router) BeginContext(ctx context.Context, dst, handle uint32, payload []byte) (*Pending, error) {
+	return r.begin(ctx, dst, handle, payload, sendWait)
+}
+
+func (r *Router) begin(ctx context.Context, dst, handle uint32, payload []byte, mode sendMode) (*Pending, error) {
 	w := &waiter{handle: r.NewHandle(), dst: dst, ch: make(chan result, 1)}
 	r.wmu.Lock()
 	r.waiters[w.handle] = w
@@ -47,7 +61,7 @@ func (r *Router) Begin(dst, handle uint32, payload []byte) (*Pending, error) {
 	}
 	set[w.handle] = w
 	r.wmu.Unlock()
-	if err := r.Send(wire.Header{Dst: dst, Handle: handle, ReplyTo: w.handle}, payload); err != nil {
+	if err := r.send(ctx, wire.Header{Dst: dst, Handle: handle, ReplyTo: w.handle}, payload, mode); err != nil {
 		r.removeWaiter(w)
 		return nil, err
 	}

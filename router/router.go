@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sort"
@@ -99,6 +100,7 @@ type Router struct {
 	log       hclog.Logger
 
 	mu       sync.RWMutex
+	shut     bool // set by Close under mu: no link is attached after it
 	parent   *Port
 	children map[uint32]*Port // child ID → port
 	routes   map[uint32]route // node ID → child port it is reached through
@@ -118,8 +120,9 @@ type Router struct {
 	closed    chan struct{}
 
 	// Counters, for tests and diagnostics.
-	spoofed atomic.Uint64
-	dead    atomic.Uint64
+	spoofed   atomic.Uint64
+	dead      atomic.Uint64
+	congested atomic.Uint64
 }
 
 // New builds a router. A nil cfg means DefaultConfig (the root).
@@ -177,6 +180,10 @@ func (r *Router) Logger() hclog.Logger { return r.log }
 // Done is closed when the router has been closed.
 func (r *Router) Done() <-chan struct{} { return r.closed }
 
+// Congested counts messages refused because the link they were to leave
+// on had a full send queue.
+func (r *Router) Congested() uint64 { return r.congested.Load() }
+
 // SpoofedDropped counts frames dropped by the reverse-path check.
 func (r *Router) SpoofedDropped() uint64 { return r.spoofed.Load() }
 
@@ -192,6 +199,11 @@ func (r *Router) SetObserver(o Observer) {
 func (r *Router) AttachParent(l *stream.Link) (*Port, error) {
 	p := &Port{Link: l, PeerID: l.PeerID(), IsParent: true, egress: map[uint32]struct{}{}}
 	r.mu.Lock()
+	if r.shut {
+		r.mu.Unlock()
+		l.Close()
+		return nil, ErrClosed
+	}
 	if r.parent != nil {
 		r.mu.Unlock()
 		return nil, fmt.Errorf("arbor: node %d already has a parent link", r.id)
@@ -229,6 +241,11 @@ func (r *Router) attachChild(l *stream.Link, authority bool) (*Port, error) {
 	h := l.Hello()
 	p := &Port{Link: l, PeerID: h.ID, PeerName: h.Name, authority: authority, egress: map[uint32]struct{}{}}
 	r.mu.Lock()
+	if r.shut {
+		r.mu.Unlock()
+		l.Close()
+		return nil, ErrClosed
+	}
 	if _, dup := r.children[p.PeerID]; dup || p.PeerID == r.id {
 		r.mu.Unlock()
 		l.Close()
@@ -334,11 +351,54 @@ func (r *Router) isAncestor(id uint32) bool {
 // IsAncestor reports whether id is one of this node's ancestors.
 func (r *Router) IsAncestor(id uint32) bool { return r.isAncestor(id) }
 
+// How a message this node originates leaves it, by the links' send rule
+// (stream/queue.go): nothing that runs on a read loop ever waits for room
+// in a queue.
+type sendMode int
+
+const (
+	// sendNow never blocks: a full queue refuses the message at once.
+	sendNow sendMode = iota
+	// sendControl never blocks and is admitted beyond the data bound, in
+	// order with data: route updates, node states, cancels, shutdowns.
+	sendControl
+	// sendUrgent goes ahead of everything queued: heartbeats only.
+	sendUrgent
+	// sendWait waits for room in the next hop's queue until ctx ends.
+	sendWait
+)
+
 // Send routes a message this node originates, with this node as Src and
-// Auth. A payload larger than the node's limit is refused here with a
-// *wire.TooLargeError. Failures further on come back as dead replies to
-// ReplyTo, if set.
+// Auth. It never blocks: when the next hop's queue is full it returns an
+// error matching stream.ErrQueueFull, and the message is not sent. Handlers
+// (which run on read loops) send and reply with it. A payload larger than
+// the node's limit is refused with a *wire.TooLargeError. Failures further
+// on come back as dead replies to ReplyTo, if set.
 func (r *Router) Send(h wire.Header, payload []byte) error {
+	return r.send(nil, h, payload, sendNow)
+}
+
+// SendContext is Send for a goroutine that may wait: while the next hop's
+// queue is full it blocks until there is room, ctx ends or the link closes.
+// It must not be called from a handler.
+func (r *Router) SendContext(ctx context.Context, h wire.Header, payload []byte) error {
+	return r.send(ctx, h, payload, sendWait)
+}
+
+// SendControl is Send for control messages (route updates, node states,
+// cancels, shutdowns): on the first hop a full data queue does not refuse
+// them (stream.Link.SendControl). Further hops forward them as any message.
+func (r *Router) SendControl(h wire.Header, payload []byte) error {
+	return r.send(nil, h, payload, sendControl)
+}
+
+// SendUrgent is Send for heartbeats: on the first hop they are written
+// before anything already queued (stream.Link.SendUrgent).
+func (r *Router) SendUrgent(h wire.Header, payload []byte) error {
+	return r.send(nil, h, payload, sendUrgent)
+}
+
+func (r *Router) send(ctx context.Context, h wire.Header, payload []byte, mode sendMode) error {
 	if uint64(len(payload)) > uint64(r.maxMsg) {
 		return &wire.TooLargeError{Size: uint64(len(payload)), Max: r.maxMsg}
 	}
@@ -350,13 +410,19 @@ func (r *Router) Send(h wire.Header, payload []byte) error {
 	h.Src = r.id
 	h.Auth = r.id
 	h.Length = uint32(len(payload))
-	r.Route(&Message{Header: h, Payload: payload})
-	return nil
+	return r.route(ctx, &Message{Header: h, Payload: payload}, mode)
 }
 
 // Route is the router's core: it delivers, forwards or refuses m. m.Port
-// is the link m arrived on, nil for a message this node originated.
-func (r *Router) Route(m *Message) {
+// is the link m arrived on, nil for a message this node originated. It
+// never blocks: a message for a link whose queue is full is refused with a
+// dead reply naming the congested link.
+func (r *Router) Route(m *Message) { _ = r.route(nil, m, sendNow) }
+
+// route is Route with the send mode of a message this node originates. It
+// returns an error only for such a message, when the next hop would not
+// take it; everything else is answered with a dead reply.
+func (r *Router) route(ctx context.Context, m *Message, mode sendMode) error {
 	in := m.Port
 	r.mu.RLock()
 	if in != nil {
@@ -365,13 +431,13 @@ func (r *Router) Route(m *Message) {
 		if exp := r.expectedPort(m.Auth); exp != in {
 			r.mu.RUnlock()
 			r.dropSpoofed(m, "auth", m.Auth, exp)
-			return
+			return nil
 		}
 		if m.Src != m.Auth {
 			if exp := r.expectedPort(m.Src); exp != in {
 				r.mu.RUnlock()
 				r.dropSpoofed(m, "src", m.Src, exp)
-				return
+				return nil
 			}
 		}
 		if in.authority {
@@ -381,7 +447,7 @@ func (r *Router) Route(m *Message) {
 	if m.Dst == r.id {
 		r.mu.RUnlock()
 		r.deliver(m)
-		return
+		return nil
 	}
 	out := r.routes[m.Dst].port
 	if out == nil {
@@ -389,31 +455,51 @@ func (r *Router) Route(m *Message) {
 			// Never bounce parent traffic back up.
 			r.mu.RUnlock()
 			r.refuse(m, fmt.Sprintf("no route to %d, my ID is %d", m.Dst, r.id))
-			return
+			return nil
 		}
 		out = r.parent
 	}
 	r.mu.RUnlock()
 	if out == nil {
 		r.refuse(m, fmt.Sprintf("no route to %d, my ID is %d", m.Dst, r.id))
-		return
+		return nil
 	}
 	if in != nil && !in.IsParent && !out.IsParent && !r.siblings && !in.authority && !out.authority {
 		r.refuse(m, fmt.Sprintf("routing mode prevents forwarding from node %d to node %d (between child links to %d and %d), my ID is %d",
 			m.Src, m.Dst, in.PeerID, out.PeerID, r.id))
-		return
+		return nil
 	}
 	if in != nil && !in.IsParent {
 		in.noteEgress(m.Dst)
 	}
-	if err := out.Link.Send(m.Header, m.Payload); err != nil {
-		var tl *wire.TooLargeError
-		if errors.As(err, &tl) {
-			r.refuse(m, tl.Reason())
-			return
-		}
+	var err error
+	switch mode {
+	case sendControl:
+		err = out.Link.SendControl(m.Header, m.Payload)
+	case sendUrgent:
+		err = out.Link.SendUrgent(m.Header, m.Payload)
+	case sendWait:
+		err = out.Link.SendWait(ctx, m.Header, m.Payload)
+	default:
+		err = out.Link.Send(m.Header, m.Payload)
+	}
+	if err == nil {
+		return nil
+	}
+	var tl *wire.TooLargeError
+	switch {
+	case in == nil && !errors.As(err, &tl):
+		// The originator hears it now, not from a dead reply.
+		return fmt.Errorf("%s: %w", out, err)
+	case errors.As(err, &tl):
+		r.refuse(m, tl.Reason())
+	case errors.Is(err, stream.ErrQueueFull):
+		r.congested.Add(1)
+		r.refuse(m, err.Error())
+	default:
 		r.refuse(m, fmt.Sprintf("%s: %v", out, err))
 	}
+	return nil
 }
 
 // expectedPort is the port traffic from id must arrive on: its child route,
@@ -461,7 +547,8 @@ func (r *Router) refuse(m *Message, reason string) {
 // and waits for the links' loops to end.
 func (r *Router) Close() error {
 	r.closeOnce.Do(func() { close(r.closed) })
-	r.mu.RLock()
+	r.mu.Lock()
+	r.shut = true
 	ports := make([]*Port, 0, len(r.children)+1)
 	for _, p := range r.children {
 		ports = append(ports, p)
@@ -469,7 +556,7 @@ func (r *Router) Close() error {
 	if r.parent != nil {
 		ports = append(ports, r.parent)
 	}
-	r.mu.RUnlock()
+	r.mu.Unlock()
 	// Fail what waits first: the router closing is the cause, not the
 	// links it closes next (whose loss would otherwise race to report it).
 	r.failAll(ErrClosed)

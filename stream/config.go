@@ -20,29 +20,30 @@ type Config struct {
 	HelloTimeout time.Duration
 	// WriteTimeout bounds one write to the underlying connection. A write
 	// that times out is fatal for the link: a peer that stopped reading is
-	// a peer we cannot talk to.
+	// a peer we cannot talk to. Nodes set it above their heartbeat's down
+	// threshold, so the heartbeat decides first and names the cause.
+	//
+	// There is no transport keepalive: the heartbeat (package agent) is the
+	// one liveness mechanism, with its own thresholds, so a link is never
+	// cut on another clock under a cause that hides why.
 	WriteTimeout time.Duration
-	// KeepAlive is the yamux keepalive interval: a transport-level safety
-	// net under the router's own heartbeats. Zero disables it.
-	KeepAlive time.Duration
 	// StreamWindow is the largest yamux receive window per stream: the most
 	// bytes in flight per stream before the sender blocks.
 	StreamWindow uint32
-	// SendQueue is how many frames may wait for the write loop before
-	// senders block (backpressure).
+	// SendQueue is how many data frames may wait for the write loop: past
+	// it Send refuses at once and SendWait blocks (see Link.Send).
 	SendQueue int
 	// Logger receives link logs, yamux's included. Nil means hclog.Default().
 	Logger hclog.Logger
 }
 
 // DefaultConfig returns the defaults: 64 MiB messages, 10 s hello and write
-// timeouts, 30 s yamux keepalive, 16 MiB stream windows, 1024 queued frames.
+// timeouts, 16 MiB stream windows, 1024 queued data frames.
 func DefaultConfig() *Config {
 	return &Config{
 		MaxMessage:   wire.DefaultMaxMessage,
 		HelloTimeout: 10 * time.Second,
 		WriteTimeout: 10 * time.Second,
-		KeepAlive:    30 * time.Second,
 		StreamWindow: 16 << 20,
 		SendQueue:    1024,
 	}
@@ -59,8 +60,6 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("arbor: config: HelloTimeout must be positive")
 	case c.WriteTimeout <= 0:
 		return fmt.Errorf("arbor: config: WriteTimeout must be positive")
-	case c.KeepAlive < 0:
-		return fmt.Errorf("arbor: config: KeepAlive must not be negative")
 	case c.StreamWindow < 256*1024:
 		return fmt.Errorf("arbor: config: StreamWindow must be at least 256 KiB")
 	case c.SendQueue <= 0:
@@ -92,10 +91,7 @@ func (c *Config) withDefaults() (*Config, error) {
 func (c *Config) yamuxConfig(log hclog.Logger) *yamux.Config {
 	yc := yamux.DefaultConfig()
 	yc.AcceptBacklog = 256
-	yc.EnableKeepAlive = c.KeepAlive > 0
-	if c.KeepAlive > 0 {
-		yc.KeepAliveInterval = c.KeepAlive
-	}
+	yc.EnableKeepAlive = false
 	yc.ConnectionWriteTimeout = c.WriteTimeout
 	yc.MaxStreamWindowSize = c.StreamWindow
 	yc.StreamOpenTimeout = c.HelloTimeout

@@ -1,6 +1,9 @@
 package stream
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Sentinel errors of a link; check them with errors.Is.
 var (
@@ -8,4 +11,23 @@ var (
 	ErrLinkClosed = errors.New("arbor: link closed")
 	// ErrHello is returned when the hello exchange fails or disagrees.
 	ErrHello = errors.New("arbor: hello exchange failed")
+	// ErrQueueFull is returned by Send when the link's data queue is full.
+	ErrQueueFull = errors.New("arbor: send queue full")
+	// ErrSlowPeer is why a link closes when its peer stopped taking even
+	// control frames.
+	ErrSlowPeer = errors.New("arbor: peer stopped reading")
 )
+
+// QueueFullError is a data frame refused because the link to Peer already
+// had Frames frames waiting. It matches ErrQueueFull.
+type QueueFullError struct {
+	Peer   uint32
+	Frames int
+}
+
+func (e *QueueFullError) Error() string {
+	return fmt.Sprintf("link to node %d congested: send queue full (%d frames)", e.Peer, e.Frames)
+}
+
+// Is makes errors.Is(err, ErrQueueFull) true.
+func (e *QueueFullError) Is(target error) bool { return target == ErrQueueFull }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/arbor-project/arbor/stream/wire"
@@ -35,17 +36,22 @@ type Link struct {
 	peerID uint32
 	hello  wire.Hello
 
-	out chan outFrame
+	// q is the outbound queue the write loop drains (queue.go).
+	q *sendQueue
+	// full counts data frames refused because the queue was full.
+	full atomic.Uint64
 	// inFrames counts the frames the read loop has read: the heartbeat's
 	// evidence of life. A counter, not a clock read, on the hot path.
 	inFrames atomic.Uint64
 
-	closeOnce sync.Once
-	done      chan struct{}
-	errMu     sync.Mutex
-	err       error
-	loops     sync.WaitGroup
-	started   bool
+	closeOnce   sync.Once
+	done        chan struct{}
+	errMu       sync.Mutex
+	err         error
+	loops       sync.WaitGroup
+	startMu     sync.Mutex // guards started and closedEarly: Start's Add never races Close's Wait
+	started     bool
+	closedEarly bool // Close ran before Start
 }
 
 type outFrame struct {
@@ -201,7 +207,7 @@ func newLink(c *Config, log hclog.Logger, conn io.ReadWriteCloser, sess *yamux.S
 		msgs:   msgs,
 		peerID: peer,
 		hello:  hello,
-		out:    make(chan outFrame, c.SendQueue),
+		q:      newSendQueue(c.SendQueue),
 		done:   make(chan struct{}),
 	}
 	return l
@@ -226,13 +232,26 @@ func (l *Link) Logger() hclog.Logger { return l.log }
 
 // Start runs the read and write loops. onFrame is called for every frame
 // read; onClose is called once, after both loops have ended, with the
-// reason the link closed. Start must be called exactly once.
+// reason the link closed. Start must be called exactly once. On a link
+// that Close has already closed it starts no loops and calls onClose
+// before it returns.
 func (l *Link) Start(onFrame FrameHandler, onClose func(error)) {
+	l.startMu.Lock()
 	if l.started {
+		l.startMu.Unlock()
 		panic("arbor: Link.Start called twice") // programming error, not input
 	}
 	l.started = true
+	if l.closedEarly {
+		// Close ran first and did not wait for loops: start none.
+		l.startMu.Unlock()
+		if onClose != nil {
+			onClose(l.Err())
+		}
+		return
+	}
 	l.loops.Add(2)
+	l.startMu.Unlock()
 	go l.writeLoop()
 	go func() {
 		l.readLoop(onFrame)
@@ -242,8 +261,7 @@ func (l *Link) Start(onFrame FrameHandler, onClose func(error)) {
 		}
 	}()
 	go func() {
-		// The yamux session ending (peer gone, keepalive failed, write
-		// timeout) ends the link.
+		// The yamux session ending (peer gone, write timeout) ends the link.
 		select {
 		case <-l.sess.CloseChan():
 			l.Abort(fmt.Errorf("%w: session ended", io.EOF))
@@ -252,11 +270,68 @@ func (l *Link) Start(onFrame FrameHandler, onClose func(error)) {
 	}()
 }
 
-// Send queues a frame for the write loop. It blocks while the send queue is
-// full, and returns ErrLinkClosed once the link has closed. A payload larger
-// than MaxMessage is refused with a *wire.TooLargeError. The link owns
-// payload after Send returns.
+// Send queues a data frame for the write loop without blocking (see the
+// send rule in queue.go). It returns an error matching ErrQueueFull when
+// the queue is full, ErrLinkClosed once the link has closed, and a
+// *wire.TooLargeError for a payload over MaxMessage. The link owns payload
+// once Send returns nil.
 func (l *Link) Send(h wire.Header, payload []byte) error {
+	return l.put(h, payload, classData)
+}
+
+// SendWait queues a data frame like Send, but while the queue is full it
+// blocks until there is room, ctx ends or the link closes. It must not be
+// called from a FrameHandler.
+func (l *Link) SendWait(ctx context.Context, h wire.Header, payload []byte) error {
+	if err := l.check(&h, payload); err != nil {
+		return err
+	}
+	if err := l.q.putWait(ctx, l.done, outFrame{h: h, payload: payload}); err != nil {
+		if errors.Is(err, ErrLinkClosed) {
+			return l.closedErr()
+		}
+		return err
+	}
+	return nil
+}
+
+// SendControl queues a control frame (route update, node state, cancel,
+// shutdown) without blocking, in order with data but admitted beyond the
+// data bound. A peer that leaves MaxControlQueue such frames untaken is
+// cut off with ErrSlowPeer.
+func (l *Link) SendControl(h wire.Header, payload []byte) error {
+	return l.put(h, payload, classControl)
+}
+
+// SendUrgent queues a heartbeat frame ahead of everything queued, without
+// blocking; overflow closes the link as SendControl's does.
+func (l *Link) SendUrgent(h wire.Header, payload []byte) error {
+	return l.put(h, payload, classUrgent)
+}
+
+func (l *Link) put(h wire.Header, payload []byte, c frameClass) error {
+	if err := l.check(&h, payload); err != nil {
+		return err
+	}
+	ok, slow := l.q.put(outFrame{h: h, payload: payload}, c)
+	switch {
+	case ok:
+		return nil
+	case slow:
+		err := fmt.Errorf("%w: %d frames beyond the queue wait for node %d", ErrSlowPeer, MaxControlQueue, l.peerID)
+		l.log.Error("closing link: peer does not read", "peer", l.peerID, "error", err)
+		l.Abort(err)
+		return l.closedErr()
+	}
+	l.full.Add(1)
+	return &QueueFullError{Peer: l.peerID, Frames: l.q.limit}
+}
+
+// QueueFull counts the data frames Send refused because the queue was full.
+func (l *Link) QueueFull() uint64 { return l.full.Load() }
+
+// check refuses what can never be sent and fills in the length.
+func (l *Link) check(h *wire.Header, payload []byte) error {
 	if uint64(len(payload)) > uint64(l.cfg.MaxMessage) {
 		return &wire.TooLargeError{Size: uint64(len(payload)), Max: l.cfg.MaxMessage}
 	}
@@ -265,12 +340,7 @@ func (l *Link) Send(h wire.Header, payload []byte) error {
 	case <-l.done:
 		return l.closedErr()
 	default:
-	}
-	select {
-	case l.out <- outFrame{h: h, payload: payload}:
 		return nil
-	case <-l.done:
-		return l.closedErr()
 	}
 }
 
@@ -294,51 +364,66 @@ func (l *Link) writeLoop() {
 	// The batch buffer starts small and grows (to about batchBytes) only
 	// on a link that is busy: most links of a large tree are idle.
 	var buf []byte
+	var batch []outFrame
 	for {
-		var f outFrame
 		select {
-		case f = <-l.out:
+		case <-l.q.ready:
 		case <-l.done:
 			return
 		}
-		buf = buf[:0]
-	batch:
 		for {
-			if f.flushed != nil {
-				if err := l.write(buf); err != nil {
-					return
-				}
-				buf = buf[:0]
-				close(f.flushed)
-			} else if len(f.payload) > batchBytes/2 {
-				// A big payload goes out on its own write, uncopied.
-				if err := l.write(buf); err != nil {
-					return
-				}
-				buf = buf[:0]
-				var hb [wire.HeaderSize]byte
-				f.h.Put(hb[:])
-				if err := l.write(hb[:]); err != nil {
-					return
-				}
-				if err := l.write(f.payload); err != nil {
-					return
-				}
-			} else {
-				buf = wire.AppendFrame(buf, f.h, f.payload)
-			}
-			if len(buf) >= batchBytes {
+			batch = l.q.take(batch[:0])
+			if len(batch) == 0 {
 				break
 			}
-			select {
-			case f = <-l.out:
-			default:
-				break batch
+			buf = buf[:0]
+			var err error
+			for _, f := range batch {
+				if buf, err = l.writeFrame(buf, f); err != nil {
+					return
+				}
+				if len(buf) >= batchBytes {
+					if err = l.write(buf); err != nil {
+						return
+					}
+					buf = buf[:0]
+				}
+			}
+			clear(batch)
+			if err := l.write(buf); err != nil {
+				return
 			}
 		}
+	}
+}
+
+// writeFrame adds f to the batch in buf, or writes it (and the batch) at
+// once when f is a flush marker or a big payload.
+func (l *Link) writeFrame(buf []byte, f outFrame) ([]byte, error) {
+	switch {
+	case f.flushed != nil:
 		if err := l.write(buf); err != nil {
-			return
+			return buf, err
 		}
+		close(f.flushed)
+		return buf[:0], nil
+	case len(f.payload) > batchBytes/2:
+		// A big payload goes out on its own write, uncopied; heartbeats
+		// queued meanwhile go before it.
+		if l.q.nurgent.Load() > 0 {
+			for _, u := range l.q.takeUrgent(nil) {
+				buf = wire.AppendFrame(buf, u.h, u.payload)
+			}
+		}
+		var hb [wire.HeaderSize]byte
+		f.h.Put(hb[:])
+		buf = append(buf, hb[:]...)
+		if err := l.write(buf); err != nil {
+			return buf, err
+		}
+		return buf[:0], l.write(f.payload)
+	default:
+		return wire.AppendFrame(buf, f.h, f.payload), nil
 	}
 }
 
@@ -349,11 +434,12 @@ func (l *Link) Flush(timeout time.Duration) error {
 	ch := make(chan struct{})
 	t := time.NewTimer(timeout)
 	defer t.Stop()
-	select {
-	case l.out <- outFrame{flushed: ch}:
-	case <-l.done:
-		return l.closedErr()
-	case <-t.C:
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := l.q.putWait(ctx, l.done, outFrame{flushed: ch}); err != nil {
+		if errors.Is(err, ErrLinkClosed) {
+			return l.closedErr()
+		}
 		return fmt.Errorf("arbor: flush of link to %d: timed out after %s", l.peerID, timeout)
 	}
 	select {
@@ -373,7 +459,7 @@ func (l *Link) write(b []byte) error {
 		return nil
 	}
 	if _, err := l.msgs.Write(b); err != nil {
-		if l.sess.IsClosed() {
+		if l.sess.IsClosed() || peerGone(err) {
 			// The session ended under the write (the peer went away): the
 			// cause is that, as the session watcher would report it, not
 			// yamux's "session shutdown".
@@ -406,6 +492,11 @@ func (l *Link) readLoop(onFrame FrameHandler) {
 		l.inFrames.Add(1)
 		onFrame(h, payload)
 	}
+}
+
+// peerGone reports a write that failed because the other end closed.
+func peerGone(err error) bool {
+	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrClosedPipe)
 }
 
 func isProtocolError(err error) bool {
@@ -442,7 +533,11 @@ func (l *Link) Abort(cause error) {
 // It must not be called from a FrameHandler or onClose (use Abort there).
 func (l *Link) Close() error {
 	l.Abort(ErrLinkClosed)
-	if l.started {
+	l.startMu.Lock()
+	started := l.started
+	l.closedEarly = !started
+	l.startMu.Unlock()
+	if started {
 		l.loops.Wait()
 	}
 	return nil

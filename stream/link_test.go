@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -840,7 +841,7 @@ func stall(t *testing.T, tr testtree.Transport) *stalled {
 	go func() {
 		payload := make([]byte, 1<<20)
 		for {
-			if err := parent.Send(wire.Header{Dst: 7, Handle: 1000}, payload); err != nil {
+			if err := parent.SendWait(context.Background(), wire.Header{Dst: 7, Handle: 1000}, payload); err != nil {
 				result <- err
 				return
 			}
@@ -848,7 +849,7 @@ func stall(t *testing.T, tr testtree.Transport) *stalled {
 		}
 	}()
 	// The first 1 MiB frame is stuck in the write loop behind the 256 KiB
-	// window and the second fills the queue, so the third Send blocks.
+	// window and the second fills the queue, so the third SendWait blocks.
 	await(t, sent, "first Send")
 	await(t, sent, "second Send")
 	return &stalled{parent: parent, child: a.l, childConn: cc, pe: pe, sendErr: result}
@@ -878,8 +879,8 @@ func (s *stalled) checkCause(t *testing.T, local bool) {
 	}
 }
 
-// TestSendUnblock: a Send blocked on a full queue, behind a peer that does
-// not read, returns once the link is closed here or the peer goes away.
+// TestSendUnblock: a SendWait blocked on a full queue, behind a peer that
+// does not read, returns once the link is closed here or the peer goes away.
 func TestSendUnblock(t *testing.T) {
 	for _, tc := range unblockers {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1144,7 +1145,6 @@ func TestConfigValidate(t *testing.T) {
 		{"MaxMessage over 2 GiB", func(c *stream.Config) { c.MaxMessage = 1<<31 + 1 }, "MaxMessage"},
 		{"HelloTimeout 0", func(c *stream.Config) { c.HelloTimeout = 0 }, "HelloTimeout"},
 		{"WriteTimeout 0", func(c *stream.Config) { c.WriteTimeout = 0 }, "WriteTimeout"},
-		{"KeepAlive negative", func(c *stream.Config) { c.KeepAlive = -1 }, "KeepAlive"},
 		{"StreamWindow small", func(c *stream.Config) { c.StreamWindow = 1024 }, "StreamWindow"},
 		{"SendQueue 0", func(c *stream.Config) { c.SendQueue = 0 }, "SendQueue"},
 	}
@@ -1177,5 +1177,109 @@ func TestConfigValidate(t *testing.T) {
 				cc.Close()
 			}
 		})
+	}
+}
+
+// TestSendNeverBlocks: behind a peer that does not read, Send refuses at
+// once with ErrQueueFull (a read loop that forwards must never wait), while
+// SendWait gives up when its context ends.
+func TestSendNeverBlocks(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tr testtree.Transport) {
+		s := stall(t, tr)
+		err := s.parent.Send(wire.Header{Dst: 7, Handle: 1000}, []byte("x"))
+		if !errors.Is(err, stream.ErrQueueFull) {
+			t.Fatalf("Send on a full queue: %v, want ErrQueueFull", err)
+		}
+		var qf *stream.QueueFullError
+		if !errors.As(err, &qf) || qf.Peer != testHello.ID || !strings.Contains(err.Error(), "congested") {
+			t.Fatalf("Send on a full queue: %v, want a *QueueFullError naming node %d", err, testHello.ID)
+		}
+		if s.parent.QueueFull() == 0 {
+			t.Fatal("QueueFull did not count the refused frame")
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.parent.SendWait(ctx, wire.Header{Dst: 7, Handle: 1000}, []byte("x")) }()
+		cancel()
+		if err := await(t, done, "SendWait to give up"); !errors.Is(err, context.Canceled) {
+			t.Fatalf("SendWait after cancel: %v, want context.Canceled", err)
+		}
+	})
+}
+
+// TestUrgentOvertakesData: a heartbeat queued after data frames is written
+// before the data frames still waiting, while control frames keep their
+// place among the data (a DEL_ROUTE must not overtake the last messages of
+// the node it withdraws).
+func TestUrgentOvertakesData(t *testing.T) {
+	log, _ := newLogger(t)
+	pcfg := config(log)
+	pcfg.SendQueue = 64
+	ccfg := config(log)
+	ccfg.StreamWindow = 256 << 10
+	pc, cc := pipe(t, testtree.Transports[0])
+	ach := acceptAsync(cc, ccfg, 1)
+	parent, _, err := stream.Open(pc, testHello, pcfg)
+	a := await(t, ach, "Accept")
+	if err != nil || a.err != nil {
+		t.Fatalf("Open: %v; Accept: %v", err, a.err)
+	}
+	t.Cleanup(func() { parent.Close(); a.l.Close() })
+	start(parent)
+	// 1 MiB frames: the first waits behind the child's 256 KiB window, the
+	// rest wait in the queue until the child starts reading.
+	big := make([]byte, 1<<20)
+	send := func(h uint32) {
+		if err := parent.Send(wire.Header{Dst: 7, Handle: h}, big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(2000)
+	send(2001)
+	if err := parent.SendControl(wire.Header{Dst: 7, Handle: wire.HandleDelRoute}, nil); err != nil {
+		t.Fatal(err)
+	}
+	send(2002)
+	send(2003)
+	if err := parent.SendUrgent(wire.Header{Dst: 7, Handle: wire.HandlePing}, nil); err != nil {
+		t.Fatal(err)
+	}
+	ce := start(a.l)
+	var order []uint32
+	for len(order) < 6 {
+		f := await(t, ce.frames, "a frame")
+		order = append(order, f.h.Handle)
+	}
+	ping := slices.Index(order, wire.HandlePing)
+	if ping < 0 || ping > 2 {
+		t.Fatalf("frames arrived in order %v: the heartbeat waited behind queued data", order)
+	}
+	rest := slices.DeleteFunc(slices.Clone(order), func(h uint32) bool { return h == wire.HandlePing })
+	if want := []uint32{2000, 2001, wire.HandleDelRoute, 2002, 2003}; !slices.Equal(rest, want) {
+		t.Fatalf("data and control arrived in order %v, want %v", rest, want)
+	}
+}
+
+// TestControlQueueOverflow: control frames are taken beyond the data bound
+// (a congested link still carries route updates), but a peer that takes no
+// frames at all is cut off with ErrSlowPeer once MaxControlQueue wait; the
+// queue never grows past that.
+func TestControlQueueOverflow(t *testing.T) {
+	s := stall(t, testtree.Transports[0])
+	if err := s.parent.Send(wire.Header{Dst: 7, Handle: 1000}, nil); !errors.Is(err, stream.ErrQueueFull) {
+		t.Fatalf("data Send on the stalled link: %v, want ErrQueueFull", err)
+	}
+	for i := 0; i < stream.MaxControlQueue; i++ {
+		if err := s.parent.SendControl(wire.Header{Dst: 7, Handle: wire.HandleDelRoute}, nil); err != nil {
+			t.Fatalf("control frame %d refused: %v", i, err)
+		}
+	}
+	err := s.parent.SendControl(wire.Header{Dst: 7, Handle: wire.HandleDelRoute}, nil)
+	if !errors.Is(err, stream.ErrLinkClosed) {
+		t.Fatalf("SendControl past the reserve: %v, want ErrLinkClosed", err)
+	}
+	cause := await(t, s.pe.closed, "onClose")
+	if !errors.Is(cause, stream.ErrSlowPeer) {
+		t.Fatalf("link closed with %v, want ErrSlowPeer", cause)
 	}
 }
