@@ -87,34 +87,39 @@ func (s *Server) register(reg *funcs.Registry) {
 // spawnPath builds the chain a.Path below the root, reusing every leading
 // hop that already exists with the same parent, method, target and name
 // (the last hop too when it is named), and returns its last node. A name
-// already used elsewhere in the tree is refused.
+// already used elsewhere in the tree is refused (bad arguments) before
+// anything is built. When a hop fails, the hops this call built are shut
+// down, so a failed spawn leaves the tree as it was.
 func (s *Server) spawnPath(ctx context.Context, a SpawnArgs) (SpawnResult, error) {
 	hops, err := spawn.ParsePath(a.Path)
 	if err != nil {
-		return SpawnResult{}, err
+		return SpawnResult{}, funcs.BadArgs(err)
 	}
 	if strings.Contains(a.Name, "/") {
-		return SpawnResult{}, fmt.Errorf("node name %q contains '/'", a.Name)
+		return SpawnResult{}, funcs.BadArgs(fmt.Errorf("node name %q contains '/'", a.Name))
 	}
 	s.spawnMu.Lock()
 	defer s.spawnMu.Unlock()
 	tree := s.root.Tree
+	if a.Name != "" {
+		if m, ok := tree.FindLabel(a.Name); ok {
+			if id, whole := s.existing(hops, a.Name); !whole || id != m.ID {
+				return SpawnResult{}, funcs.BadArgs(fmt.Errorf("name %q is already used by node %d (%s)", a.Name, m.ID, m.Name))
+			}
+		}
+	}
 	parent, parentName := s.root.Router.ID(), s.root.Router.Name()
 	var last SpawnResult
+	var built *SpawnResult // the first hop this call built: its subtree holds the rest
 	for i, hop := range hops {
 		label := ""
 		if i == len(hops)-1 {
 			label = a.Name
 		}
-		if i < len(hops)-1 || label != "" {
+		if built == nil && (i < len(hops)-1 || label != "") {
 			if m, ok := tree.FindChild(parent, hop, label); ok {
 				parent, parentName, last = m.ID, m.Name, SpawnResult{ID: m.ID, Name: m.Name}
 				continue
-			}
-		}
-		if label != "" {
-			if m, ok := tree.FindLabel(label); ok {
-				return SpawnResult{}, fmt.Errorf("name %q is already used by node %d (%s)", label, m.ID, m.Name)
 			}
 		}
 		var res agent.SpawnResult
@@ -126,11 +131,48 @@ func (s *Server) spawnPath(ctx context.Context, a SpawnArgs) (SpawnResult, error
 			via.Release()
 		}
 		if err != nil {
+			if built != nil {
+				s.rollback(*built)
+			}
 			return SpawnResult{}, fmt.Errorf("hop %d (%s) of %s: %w", i+1, hop, a.Path, err)
 		}
 		parent, parentName, last = res.ID, res.Name, SpawnResult{ID: res.ID, Name: res.Name}
+		if built == nil {
+			first := last
+			built = &first
+		}
 	}
 	return last, nil
+}
+
+// existing follows hops through the tree without building anything and
+// returns the node the whole path (its last hop named label) reaches.
+func (s *Server) existing(hops []spawn.Hop, label string) (uint32, bool) {
+	parent := s.root.Router.ID()
+	for i, hop := range hops {
+		l := ""
+		if i == len(hops)-1 {
+			l = label
+		}
+		m, ok := s.root.Tree.FindChild(parent, hop, l)
+		if !ok {
+			return 0, false
+		}
+		parent = m.ID
+	}
+	return parent, true
+}
+
+// rollback shuts down node n, which a failed spawnPath built, with its
+// subtree.
+func (s *Server) rollback(n SpawnResult) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*agent.ShutdownGrace)
+	defer cancel()
+	rm := s.root.Remote(n.ID, n.Name)
+	defer rm.Release()
+	if err := rm.Shutdown(ctx); err != nil {
+		s.log.Warn("node built by a failed spawn not shut down", "id", n.ID, "name", n.Name, "error", err)
+	}
 }
 
 // tree lists the root and every node the root knows, parents first.

@@ -102,3 +102,8 @@ type argsError struct{ err error }
 
 func (e *argsError) Error() string { return e.err.Error() }
 func (e *argsError) Unwrap() error { return e.err }
+
+// BadArgs marks err, returned by a function, as a refusal of the
+// arguments it was called with: the caller sees a "bad_args" error
+// carrying err's message.
+func BadArgs(err error) error { return &argsError{err} }

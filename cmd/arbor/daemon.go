@@ -12,6 +12,7 @@ import (
 	"github.com/arbor-project/arbor/agent"
 	arborctx "github.com/arbor-project/arbor/context"
 	"github.com/arbor-project/arbor/control"
+	"github.com/arbor-project/arbor/funcs"
 	"github.com/arbor-project/arbor/router"
 	"github.com/arbor-project/arbor/spawn"
 	"github.com/hashicorp/go-hclog"
@@ -164,6 +165,17 @@ func printJSON(v any) {
 	fmt.Println(string(b))
 }
 
+// spawnErr maps a failed serve.spawn to an exit status: arguments the
+// server refuses (a name already used) are usage, 2; a hop that could not
+// be built is an unreachable target, 255, as for exec --to.
+func spawnErr(err error) error {
+	var re *funcs.RemoteError
+	if errors.As(err, &re) && re.Kind != funcs.KindBadArgs && re.Kind != funcs.KindUnknown {
+		return &exitError{code: exitUnreachable, err: err}
+	}
+	return callErr(err)
+}
+
 func newSpawnCmd(g *globalFlags) *cobra.Command {
 	var name string
 	var asJSON bool
@@ -184,7 +196,7 @@ func newSpawnCmd(g *globalFlags) *cobra.Command {
 			return g.withDaemon(func(d *daemon) error {
 				var res control.SpawnResult
 				if err := d.root().Call(d.ctx, "serve.spawn", control.SpawnArgs{Path: args[0], Name: name}, &res); err != nil {
-					return callErr(err)
+					return spawnErr(err)
 				}
 				if asJSON {
 					printJSON(res)
