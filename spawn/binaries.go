@@ -38,20 +38,30 @@ type Binaries struct {
 	Fetch func(ctx context.Context, platform string) ([]byte, error)
 }
 
-// Table lists every platform this node can provide a binary for, with
-// its SHA-256 (hex). For one platform, a file in Dir wins over Self (the
-// user chose it), and Known wins over both (the root chose for the tree).
+// Table lists every platform this node can ship an agent binary for to a
+// remote host, with its SHA-256 (hex). For one platform, a file in Dir
+// wins over Self (the user chose it), and Known wins over both (the root
+// chose for the tree). A dynamically linked binary is left out: it would
+// not run on a host with another libc (see static.go).
 func (b *Binaries) Table() (map[string]string, error) {
+	return b.table(false)
+}
+
+// table is Table; sameHost keeps this node's own binary even when it is
+// dynamic, for a hop that runs it on this very host (sudo).
+func (b *Binaries) table(sameHost bool) (map[string]string, error) {
 	t := make(map[string]string, len(b.Known)+2)
 	self, err := b.self()
 	if err != nil {
 		return nil, err
 	}
-	h, err := fileHash(self)
+	f, err := inspect(self)
 	if err != nil {
 		return nil, err
 	}
-	t[ThisPlatform] = h
+	if !f.dynamic || sameHost {
+		t[ThisPlatform] = f.hash
+	}
 	if b.Dir != "" {
 		ents, err := os.ReadDir(b.Dir)
 		if err != nil {
@@ -62,17 +72,42 @@ func (b *Binaries) Table() (map[string]string, error) {
 			if !ok || e.IsDir() {
 				continue
 			}
-			h, err := fileHash(filepath.Join(b.Dir, e.Name()))
+			f, err := inspect(filepath.Join(b.Dir, e.Name()))
 			if err != nil {
 				return nil, err
 			}
-			t[p] = h
+			if !f.dynamic {
+				t[p] = f.hash
+			}
 		}
 	}
 	for p, h := range b.Known {
 		t[p] = h
 	}
 	return t, nil
+}
+
+// dynamic returns the binary this node holds for platform that Table
+// left out because it is dynamically linked, and whether it is Self; ok
+// is false when there is none.
+func (b *Binaries) dynamic(platform string) (path string, self, ok bool) {
+	if b.Dir != "" {
+		p := filepath.Join(b.Dir, fileOfPlatform(platform))
+		if f, err := inspect(p); err == nil && f.dynamic {
+			return p, false, true
+		}
+	}
+	if platform != ThisPlatform {
+		return "", false, false
+	}
+	p, err := b.self()
+	if err != nil {
+		return "", false, false
+	}
+	if f, err := inspect(p); err == nil && f.dynamic {
+		return p, true, true
+	}
+	return "", false, false
 }
 
 // Binary returns the agent binary for platform, checked against hash
@@ -87,7 +122,7 @@ func (b *Binaries) Binary(ctx context.Context, platform, hash string) ([]byte, e
 		paths = append(paths, self)
 	}
 	if b.Dir != "" {
-		paths = append(paths, filepath.Join(b.Dir, "arbor-"+strings.ReplaceAll(platform, "/", "-")))
+		paths = append(paths, filepath.Join(b.Dir, fileOfPlatform(platform)))
 	}
 	for _, p := range paths {
 		data, err := os.ReadFile(p)
@@ -135,6 +170,11 @@ func platformOfFile(name string) (string, bool) {
 	return goos + "/" + goarch, true
 }
 
+// fileOfPlatform names the agent for "linux/arm64" "arbor-linux-arm64".
+func fileOfPlatform(platform string) string {
+	return "arbor-" + strings.ReplaceAll(platform, "/", "-")
+}
+
 // BuildHint says how to provide a binary for platform.
 func BuildHint(platform string) string {
 	goos, goarch, _ := strings.Cut(platform, "/")
@@ -147,47 +187,55 @@ func sha256Hex(data []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
-// hashes caches file hashes by path, size and modification time: a binary
-// is hashed once per process, not once per spawn.
-var hashes struct {
+// inspected caches what inspect learned, by path, size and modification
+// time: a binary is read once per process, not once per spawn.
+var inspected struct {
 	sync.Mutex
-	m map[string]hashEntry
+	m map[string]agentFile
 }
 
-type hashEntry struct {
-	size int64
-	mod  time.Time
-	hash string
+// agentFile is what a node knows of an agent binary it holds.
+type agentFile struct {
+	size    int64
+	mod     time.Time
+	hash    string // SHA-256, hex
+	dynamic bool   // see IsDynamic
 }
 
-func fileHash(path string) (string, error) {
+// inspect hashes the agent binary at path and says whether it is
+// dynamically linked.
+func inspect(path string) (agentFile, error) {
 	st, err := os.Stat(path)
 	if err != nil {
-		return "", fmt.Errorf("arbor: agent binary: %w", err)
+		return agentFile{}, fmt.Errorf("arbor: agent binary: %w", err)
 	}
-	hashes.Lock()
-	e, ok := hashes.m[path]
-	hashes.Unlock()
+	inspected.Lock()
+	e, ok := inspected.m[path]
+	inspected.Unlock()
 	if ok && e.size == st.Size() && e.mod.Equal(st.ModTime()) {
-		return e.hash, nil
+		return e, nil
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return "", fmt.Errorf("arbor: agent binary: %w", err)
+		return agentFile{}, fmt.Errorf("arbor: agent binary: %w", err)
 	}
 	defer f.Close()
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("arbor: reading agent binary %s: %w", path, err)
+		return agentFile{}, fmt.Errorf("arbor: reading agent binary %s: %w", path, err)
 	}
-	sum := hex.EncodeToString(h.Sum(nil))
-	hashes.Lock()
-	if hashes.m == nil {
-		hashes.m = make(map[string]hashEntry)
+	dyn, err := IsDynamic(path)
+	if err != nil {
+		return agentFile{}, err
 	}
-	hashes.m[path] = hashEntry{size: st.Size(), mod: st.ModTime(), hash: sum}
-	hashes.Unlock()
-	return sum, nil
+	e = agentFile{size: st.Size(), mod: st.ModTime(), hash: hex.EncodeToString(h.Sum(nil)), dynamic: dyn}
+	inspected.Lock()
+	if inspected.m == nil {
+		inspected.m = make(map[string]agentFile)
+	}
+	inspected.m[path] = e
+	inspected.Unlock()
+	return e, nil
 }
 
 // gzipped caches the compressed form of the last binaries uploaded, by

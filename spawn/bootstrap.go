@@ -149,6 +149,10 @@ func runBootstrap(ctx context.Context, r *bufio.Reader, w io.Writer, bins *Binar
 			res.platform = f[1] + "/" + f[2]
 			hash, enc := f[3], f[4]
 			if hash == "-" {
+				if path, self, ok := bins.dynamic(res.platform); ok {
+					return res, &HopError{Node: node, Hop: hop, Kind: ErrDynamicAgent,
+						Detail: dynamicHint(res.platform, path, self)}
+				}
 				return res, &HopError{Node: node, Hop: hop, Kind: ErrNoBinary,
 					Detail: fmt.Sprintf("the remote host is %s and there is no agent binary for %s; %s",
 						res.platform, res.platform, BuildHint(res.platform))}
@@ -233,7 +237,9 @@ func startRemote(ctx context.Context, method, hop string, argv func(script strin
 	fail := func(err error) (*stream.Link, *Process, wire.HelloAck, error) {
 		return nil, nil, wire.HelloAck{}, err
 	}
-	table, err := bins.Table()
+	// A sudo hop runs the agent on this host: this node's own binary
+	// serves it even when dynamic. Every other hop may reach another libc.
+	table, err := bins.table(method == "sudo")
 	if err != nil {
 		return fail(fmt.Errorf("arbor: spawning %s (%s): %w", name, hop, err))
 	}

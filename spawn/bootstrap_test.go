@@ -26,6 +26,12 @@ func fakeAgent(t *testing.T) string {
 	return p
 }
 
+// hashOf is the SHA-256 (hex) of the file at path, "" if it cannot be read.
+func hashOf(path string) string {
+	f, _ := inspect(path)
+	return f.hash
+}
+
 // bootRun is one run of the real bootstrap script under /bin/sh.
 type bootRun struct {
 	res    bootResult
@@ -78,7 +84,7 @@ func TestBootstrapMissHitTamper(t *testing.T) {
 	bins := &Binaries{Self: fakeAgent(t)}
 	home := t.TempDir()
 	env := baseEnv("HOME=" + home)
-	hash, _ := fileHash(bins.Self)
+	hash := hashOf(bins.Self)
 	cached := filepath.Join(home, ".cache", "arbor", "agent-"+hash)
 
 	r := runScript(t, bins, nil, env)
@@ -105,7 +111,7 @@ func TestBootstrapMissHitTamper(t *testing.T) {
 	if r.err != nil || r.res.mode != BootUpload || r.after != "agent ran __agent\n" {
 		t.Fatalf("run after tampering: %+v", r)
 	}
-	if h, _ := fileHash(cached); h != hash {
+	if h := hashOf(cached); h != hash {
 		t.Fatalf("cache not repaired: %s", h)
 	}
 }
@@ -115,7 +121,7 @@ func TestBootstrapMissHitTamper(t *testing.T) {
 // 0755) is refused.
 func TestBootstrapCacheDirs(t *testing.T) {
 	bins := &Binaries{Self: fakeAgent(t)}
-	hash, _ := fileHash(bins.Self)
+	hash := hashOf(bins.Self)
 	uid := os.Getuid()
 
 	xdg := t.TempDir()

@@ -29,6 +29,9 @@ var (
 	ErrSudoPassword = errors.New("arbor: sudo needs a password")
 	// ErrNoBinary: no agent binary for the remote OS/architecture.
 	ErrNoBinary = errors.New("arbor: no agent binary for the platform")
+	// ErrDynamicAgent: the only agent binary for the remote platform is
+	// dynamically linked, so it is not shipped (see static.go).
+	ErrDynamicAgent = errors.New("arbor: agent binary is dynamically linked")
 	// ErrBootstrap: the bootstrap or the agent exited before the link came
 	// up, for a reason none of the errors above names.
 	ErrBootstrap = errors.New("arbor: agent exited during bootstrap")

@@ -47,9 +47,15 @@ func runArbor(t *testing.T, args ...string) result {
 // runArborStdin is runArbor with stdin fed from a pipe (nil: /dev/null).
 func runArborStdin(t *testing.T, stdin []byte, args ...string) result {
 	t.Helper()
+	return runBinary(t, arborBin, stdin, args...)
+}
+
+// runBinary is runArborStdin with another arbor binary.
+func runBinary(t *testing.T, bin string, stdin []byte, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, arborBin, args...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.WaitDelay = 5 * time.Second
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

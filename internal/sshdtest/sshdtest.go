@@ -29,6 +29,7 @@ const (
 	AliasBadKey  = "arbortest-badkey"  // a user with no authorized key
 	AliasUnknown = "arbortest-unknown" // empty known_hosts, strict checking
 	AliasChanged = "arbortest-changed" // known_hosts holds another key
+	AliasChroot  = "arbortest-chroot"  // Options.ChrootUser, in Options.ChrootDir
 )
 
 // SSHD is the sshd binary.
@@ -46,6 +47,13 @@ type Options struct {
 	// ClientEnv are NAME=VALUE pairs the client config sends (SetEnv)
 	// and the server accepts, e.g. XDG_CACHE_HOME for a private cache.
 	ClientEnv []string
+	// ChrootUser and ChrootDir: the user ChrootUser logs in with the
+	// client key (alias AliasChroot) into sshd's ChrootDirectory
+	// ChrootDir, where its login shell (from the host's passwd) runs.
+	// sshd wants ChrootDir and all its parents owned by root and not
+	// writable by group or others.
+	ChrootUser string
+	ChrootDir  string
 	// ExtraClientConfig is prepended to the client config (ssh takes the
 	// first value it sees, so it overrides the aliases' settings).
 	ExtraClientConfig string
@@ -106,6 +114,17 @@ func Start(dir string, o Options) (*Server, error) {
 	if err := os.WriteFile(filepath.Join(d, "authorized_keys.root"), clientPub, 0o600); err != nil {
 		return nil, err
 	}
+	if o.ChrootUser != "" {
+		// sshd reads a user's authorized keys as that user: it must
+		// pass through d (0711: nothing in d can be listed) and read
+		// the file.
+		if err := os.WriteFile(filepath.Join(d, "authorized_keys."+o.ChrootUser), clientPub, 0o644); err != nil {
+			return nil, err
+		}
+		if err := os.Chmod(d, 0o711); err != nil {
+			return nil, err
+		}
+	}
 	// sshd's privilege separation directory.
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
 		return nil, err
@@ -145,6 +164,9 @@ MaxStartups 500
 MaxSessions 100
 LogLevel INFO
 `, s.Port, filepath.Join(d, "host_key"), filepath.Join(d, "sshd.pid"), d)
+	if o.ChrootUser != "" {
+		cfg += fmt.Sprintf("Match User %s\n  ChrootDirectory %s\n", o.ChrootUser, o.ChrootDir)
+	}
 	sshdConfig := filepath.Join(d, "sshd_config")
 	if err := os.WriteFile(sshdConfig, []byte(cfg), 0o600); err != nil {
 		return err
@@ -248,6 +270,9 @@ func (s *Server) writeClientConfig(o Options) error {
 	var b strings.Builder
 	b.WriteString(o.ExtraClientConfig + "\n")
 	fmt.Fprintf(&b, "Host %s\n  User daemon\n", AliasBadKey)
+	if o.ChrootUser != "" {
+		fmt.Fprintf(&b, "Host %s\n  User %s\n", AliasChroot, o.ChrootUser)
+	}
 	fmt.Fprintf(&b, "Host %s\n  UserKnownHostsFile %s\n", AliasUnknown, empty)
 	fmt.Fprintf(&b, "Host %s\n  UserKnownHostsFile %s\n", AliasChanged, changed)
 	fmt.Fprintf(&b, `Host %s*

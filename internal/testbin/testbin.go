@@ -10,19 +10,34 @@ import (
 )
 
 // Build compiles ./cmd/arbor of the module around the working directory
-// into dir/arbor and returns that path. The go tool's output goes to
-// stderr, so a build failure explains itself.
+// into dir/arbor and returns that path. It builds static, as the README
+// says to (CGO_ENABLED=0): the agent a root ships to a remote host must
+// run there whatever libc it has, and a root refuses to ship a dynamic
+// one (spawn.ErrDynamicAgent). The go tool's output goes to stderr, so a
+// build failure explains itself.
 func Build(dir string) (string, error) {
+	return build(filepath.Join(dir, "arbor"), "0")
+}
+
+// BuildDynamic compiles ./cmd/arbor with cgo on into dir/arbor-dynamic, as
+// a plain `go build` does on a host with a C compiler: a binary linked
+// against this host's libc, for tests that check it never goes to a remote
+// host. It fails without a C compiler.
+func BuildDynamic(dir string) (string, error) {
+	return build(filepath.Join(dir, "arbor-dynamic"), "1")
+}
+
+func build(exe, cgo string) (string, error) {
 	root, err := moduleRoot()
 	if err != nil {
 		return "", err
 	}
-	exe := filepath.Join(dir, "arbor")
 	build := exec.Command("go", "build", "-o", exe, "./cmd/arbor")
 	build.Dir = root
+	build.Env = append(os.Environ(), "CGO_ENABLED="+cgo)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
-		return "", fmt.Errorf("building arbor: %w", err)
+		return "", fmt.Errorf("building arbor (CGO_ENABLED=%s): %w", cgo, err)
 	}
 	return exe, nil
 }
