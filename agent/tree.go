@@ -238,7 +238,7 @@ func (n *Node) reportSpawned(p *router.Port, hop spawn.Hop, label string, pid in
 	if err != nil {
 		return
 	}
-	if err := n.Router.Send(wire.Header{Dst: wire.RootID, Handle: wire.HandleNodeState}, body); err != nil {
+	if err := n.Router.SendControl(wire.Header{Dst: wire.RootID, Handle: wire.HandleNodeState}, body); err != nil {
 		n.Log.Debug("node state not sent", "child", p.PeerID, "error", err)
 	}
 }

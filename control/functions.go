@@ -254,7 +254,7 @@ func (s *Server) watch(ctx context.Context, client, handle uint32) error {
 	// The first message says the subscription is in place: events from
 	// here on reach the client.
 	if body, err := wire.Marshal(WatchEvent{Event: EventSubscribed, Time: time.Now().Format(time.RFC3339Nano)}); err == nil {
-		if err := s.root.Router.Send(wire.Header{Dst: client, Handle: handle}, body); err != nil {
+		if err := s.root.Router.SendContext(ctx, wire.Header{Dst: client, Handle: handle}, body); err != nil {
 			return err
 		}
 	}
@@ -270,8 +270,8 @@ func (s *Server) watch(ctx context.Context, client, handle uint32) error {
 			if err != nil {
 				return err
 			}
-			if err := s.root.Router.Send(wire.Header{Dst: client, Handle: handle}, body); err != nil {
-				return nil // the root is closing: the watch is over
+			if err := s.root.Router.SendContext(ctx, wire.Header{Dst: client, Handle: handle}, body); err != nil {
+				return nil // the root or the client is going: the watch is over
 			}
 		case <-ctx.Done():
 			return nil

@@ -98,9 +98,13 @@ func (r *Router) deliver(m *Message) {
 }
 
 // Reply answers m with payload, addressed to m's ReplyTo on m's source. It
-// never blocks (see Send), so a handler may call it.
+// never blocks, so a handler may call it, and it is not refused when the
+// first hop's data queue is full: an answer is owed to a request the peer
+// made, and a caller must never wait on a lost reply. It goes in the
+// control class (stream.Link.SendControl), whose bound closes the link of
+// a peer that sends requests and never reads the answers.
 func (r *Router) Reply(m *Message, payload []byte) error {
-	return r.reply(nil, m, payload, sendNow)
+	return r.reply(nil, m, payload, sendControl)
 }
 
 // ReplyContext is Reply for a goroutine that may wait for room in the next

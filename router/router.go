@@ -360,7 +360,8 @@ const (
 	// sendNow never blocks: a full queue refuses the message at once.
 	sendNow sendMode = iota
 	// sendControl never blocks and is admitted beyond the data bound, in
-	// order with data: route updates, node states, cancels, shutdowns.
+	// order with data: replies from handlers, dead replies, route updates,
+	// node states, cancels, shutdowns.
 	sendControl
 	// sendUrgent goes ahead of everything queued: heartbeats only.
 	sendUrgent
@@ -540,7 +541,11 @@ func (r *Router) refuse(m *Message, reason string) {
 	}
 	payload := wire.EncodeDeadReason(reason)
 	h.Length = uint32(len(payload))
-	r.Route(&Message{Header: h, Payload: payload})
+	// Like a reply, a dead reply is owed: the control class admits it
+	// past a full data queue (see Reply).
+	if err := r.route(nil, &Message{Header: h, Payload: payload}, sendControl); err != nil {
+		r.log.Debug("dead reply not sent", "reason", reason, "msg", m.Header.String(), "error", err)
+	}
 }
 
 // Close closes every link and fails every pending reply. It is idempotent

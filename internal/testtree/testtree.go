@@ -117,6 +117,11 @@ type Options struct {
 	MaxMessage         uint32
 	Logger             hclog.Logger
 	Transport          Transport
+	// SendQueue, when set, is the data queue of both ends of a new link
+	// (stream.Config.SendQueue); StreamWindow, when set, the child end's
+	// receive window: small values make congestion cheap to reach.
+	SendQueue    int
+	StreamWindow uint32
 }
 
 func (o *Options) logger() hclog.Logger {
@@ -189,15 +194,22 @@ func (n *Node) SpawnErr(o Options, name string) (*Node, error) {
 		err error
 	}
 	ch := make(chan accepted, 1)
+	ccfg := &stream.Config{
+		MaxMessage: wire.DefaultMaxMessage, HelloTimeout: 10 * time.Second,
+		WriteTimeout: 10 * time.Second, StreamWindow: 16 << 20, SendQueue: 1024,
+		Logger: log.Named(fullName),
+	}
+	pcfg := stream.DefaultConfig()
+	if o.SendQueue > 0 {
+		ccfg.SendQueue, pcfg.SendQueue = o.SendQueue, o.SendQueue
+	}
+	if o.StreamWindow > 0 {
+		ccfg.StreamWindow = o.StreamWindow
+	}
 	go func() {
-		l, h, err := stream.Accept(cc, &stream.Config{
-			MaxMessage: wire.DefaultMaxMessage, HelloTimeout: 10 * time.Second,
-			WriteTimeout: 10 * time.Second, StreamWindow: 16 << 20, SendQueue: 1024,
-			Logger: log.Named(fullName),
-		}, os.Getpid())
+		l, h, err := stream.Accept(cc, ccfg, os.Getpid())
 		ch <- accepted{l, h, err}
 	}()
-	pcfg := stream.DefaultConfig()
 	pcfg.MaxMessage = n.R.MaxMessage()
 	pcfg.Logger = log.Named(n.R.Name())
 	pl, _, err := stream.Open(pc, hello, pcfg)
@@ -208,9 +220,9 @@ func (n *Node) SpawnErr(o Options, name string) (*Node, error) {
 		}
 		return nil, fmt.Errorf("spawn %s: open: %v, accept: %v", fullName, err, acc.err)
 	}
-	ccfg := router.FromHello(acc.h)
-	ccfg.Logger = log.Named(fullName)
-	cr, err := router.New(ccfg)
+	rcfg := router.FromHello(acc.h)
+	rcfg.Logger = log.Named(fullName)
+	cr, err := router.New(rcfg)
 	if err != nil {
 		pl.Close()
 		acc.l.Close()
