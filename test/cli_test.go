@@ -316,3 +316,29 @@ func TestUnreachableExit255(t *testing.T) {
 		}
 	}
 }
+
+// TestOneTarget: --to names one target; a second is refused (exit 2)
+// rather than silently replacing the first.
+func TestOneTarget(t *testing.T) {
+	want := regexp.MustCompile(`^arbor: invalid argument "local/local" for "--to" flag: one target is accepted, and --to local was given already \(several targets are not supported yet\)\n$`)
+	src := filepath.Join(t.TempDir(), "src")
+	if err := os.WriteFile(src, []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), "dst")
+	for _, args := range [][]string{
+		{"exec", "--to", "local", "--to", "local/local", "--", "true"},
+		{"call", "--to", "local", "--to", "local/local", "agent.ping"},
+		{"routes", "--to", "local", "--to", "local/local"},
+		{"push", "--to", "local", "--to", "local/local", src, dst},
+		{"pull", "--to", "local", "--to", "local/local", src, dst},
+	} {
+		res := runArbor(t, args...)
+		if res.code != 2 || !want.Match(res.stderr) || len(res.stdout) != 0 {
+			t.Errorf("arbor %q: %s", args, res)
+		}
+	}
+	if _, err := os.Stat(dst); err == nil {
+		t.Errorf("a refused push or pull wrote %s", dst)
+	}
+}

@@ -51,7 +51,7 @@ func newCallCmd(g *globalFlags) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&to, "to", "", "path of hops, e.g. local/local")
+	addTargetFlag(cmd, &to, "path of hops, e.g. local/local")
 	return cmd
 }
 

@@ -52,7 +52,7 @@ func newExecCmd(g *globalFlags) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&to, "to", "", "path of hops, e.g. local/local")
+	addTargetFlag(cmd, &to, "path of hops, e.g. local/local")
 	return cmd
 }
 

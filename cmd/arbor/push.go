@@ -22,7 +22,7 @@ type transferFlags struct {
 }
 
 func (f *transferFlags) add(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.to, "to", "", "path of hops, e.g. local/local (without it, the first argument is NODE of arbor serve)")
+	addTargetFlag(cmd, &f.to, "path of hops, e.g. local/local (without it, the first argument is NODE of arbor serve)")
 	cmd.Flags().BoolVarP(&f.recursive, "recursive", "r", false, "copy directory trees")
 	cmd.Flags().BoolVarP(&f.quiet, "quiet", "q", false, "no progress bar")
 	cmd.Flags().BoolVar(&f.json, "json", false, "print a summary object (bytes, files, seconds, sha256) when done")

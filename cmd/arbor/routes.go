@@ -45,7 +45,7 @@ func newRoutesCmd(g *globalFlags) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&to, "to", "", "path of hops, e.g. local/local")
+	addTargetFlag(cmd, &to, "path of hops, e.g. local/local")
 	cmd.Flags().StringVar(&at, "at", "", "without --to: the node of arbor serve's tree whose table to show (default the root)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
