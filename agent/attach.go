@@ -39,6 +39,13 @@ func Attach(conn io.ReadWriteCloser, o Options, helloTimeout time.Duration) (*No
 	}
 	o.Heartbeat = HeartbeatFromHello(hello)
 	n := newNode(r, o)
+	// What the client sent last (the cancel of a call it gave up on) goes
+	// out before its link closes.
+	n.beforeClose = func() {
+		if p := r.Parent(); p != nil {
+			_ = p.Link.Flush(time.Second)
+		}
+	}
 	if _, err := r.AttachParent(l); err != nil {
 		n.Close()
 		l.Close()

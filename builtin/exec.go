@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"sync"
 	"syscall"
 
 	"github.com/arbor-project/arbor/funcs"
@@ -32,37 +34,62 @@ func registerExec(reg *funcs.Registry) {
 }
 
 // runExec runs a command to completion with its output buffered. Output
-// beyond the node's message limit fails the call with a clear error.
+// beyond the node's message limit fails the call with a clear error. The
+// command runs under a guard (startGuarded): cancelling the call, or the
+// death of this node, kills it and everything it forked.
 func runExec(ctx context.Context, c *funcs.Call, a ExecArgs) (ExecResult, error) {
 	if len(a.Argv) == 0 {
 		return ExecResult{}, errors.New("argv is empty")
 	}
-	path, err := exec.LookPath(a.Argv[0])
+	path, err := lookCommand(a.Argv[0], a.Dir)
 	if err != nil {
-		return ExecResult{}, fmt.Errorf("command not found: %s", a.Argv[0])
+		return ExecResult{}, err
 	}
-	cmd := exec.CommandContext(ctx, path, a.Argv[1:]...)
-	cmd.Args[0] = a.Argv[0]
-	cmd.Dir = a.Dir
-	cmd.Env = append(os.Environ(), a.Env...)
-	cmd.Stdin = bytes.NewReader(a.Stdin)
-	// Its own process group, killed whole on cancel.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	or, ow, err := os.Pipe()
+	if err != nil {
+		return ExecResult{}, fmt.Errorf("%s: %w", a.Argv[0], err)
+	}
+	er, ew, err := os.Pipe()
+	if err != nil {
+		or.Close()
+		ow.Close()
+		return ExecResult{}, fmt.Errorf("%s: %w", a.Argv[0], err)
+	}
+	g, err := startGuarded(path, a.Argv, append(os.Environ(), a.Env...), a.Dir, bytes.NewReader(a.Stdin), ow, ew)
+	ow.Close()
+	ew.Close()
+	if err != nil {
+		or.Close()
+		er.Close()
+		return ExecResult{}, fmt.Errorf("%s: %w", a.Argv[0], err)
+	}
+	stop := context.AfterFunc(ctx, g.kill)
+	defer func() {
+		stop()
+		g.release()
+	}()
 	limit := int64(c.Router.MaxMessage()) - 4096
 	stdout := &capped{max: limit}
 	stderr := &capped{max: limit}
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	err = cmd.Run()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	drain := func(w io.Writer, r *os.File) {
+		defer wg.Done()
+		defer r.Close()
+		_, _ = io.Copy(w, r)
+	}
+	go drain(stdout, or)
+	go drain(stderr, er)
+	status, err := g.wait(a.Argv[0])
+	wg.Wait()
 	if ctx.Err() != nil {
 		return ExecResult{}, fmt.Errorf("%s: %w", a.Argv[0], ctx.Err())
 	}
+	if err != nil {
+		return ExecResult{}, err
+	}
 	if stdout.over || stderr.over {
 		return ExecResult{}, fmt.Errorf("%s: output larger than the message limit (%d bytes); stream it instead", a.Argv[0], c.Router.MaxMessage())
-	}
-	status, err := exitStatus(err)
-	if err != nil {
-		return ExecResult{}, fmt.Errorf("%s: %w", a.Argv[0], err)
 	}
 	return ExecResult{ExitStatus: status, Stdout: stdout.buf.Bytes(), Stderr: stderr.buf.Bytes()}, nil
 }

@@ -8,9 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"sync"
-	"syscall"
 
 	arborctx "github.com/arbor-project/arbor/context"
 	"github.com/arbor-project/arbor/funcs"
@@ -100,7 +98,10 @@ func readRecord(r *bufio.Reader, buf []byte) (byte, []byte, error) {
 	return hdr[0], body, nil
 }
 
-// execStream is the node side of sys.exec.stream.
+// execStream is the node side of sys.exec.stream. The command runs under a
+// guard (startGuarded): the call's cancel, the end of the channel before
+// the command's exit status is sent (the caller is gone), and this node's
+// death all kill it and everything it forked.
 func execStream(ctx context.Context, c *funcs.Call, a ExecStreamArgs) (ExecStreamResult, error) {
 	ch, err := c.Router.ClaimChannel(c.Src, a.Channel)
 	if err != nil {
@@ -111,7 +112,12 @@ func execStream(ctx context.Context, c *funcs.Call, a ExecStreamArgs) (ExecStrea
 	defer stop()
 	out := &recordConn{w: bufio.NewWriterSize(ch, execChunk+5)}
 	fail := func(err error) (ExecStreamResult, error) {
-		if b, merr := wire.Marshal(err.Error()); merr == nil {
+		f := execFailure{Message: err.Error(), ExitStatus: StatusCannotRun}
+		var nr *notRunnable
+		if errors.As(err, &nr) {
+			f.ExitStatus = nr.status
+		}
+		if b, merr := wire.Marshal(f); merr == nil {
 			_ = out.write(recFail, b)
 		}
 		return ExecStreamResult{}, err
@@ -119,15 +125,10 @@ func execStream(ctx context.Context, c *funcs.Call, a ExecStreamArgs) (ExecStrea
 	if len(a.Argv) == 0 {
 		return fail(errors.New("argv is empty"))
 	}
-	path, err := exec.LookPath(a.Argv[0])
+	path, err := lookCommand(a.Argv[0], a.Dir)
 	if err != nil {
-		return fail(fmt.Errorf("command not found: %s", a.Argv[0]))
+		return fail(err)
 	}
-	cmd := exec.Command(path, a.Argv[1:]...)
-	cmd.Args[0] = a.Argv[0]
-	cmd.Dir = a.Dir
-	cmd.Env = append(os.Environ(), a.Env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	var closeAfterStart []*os.File
 	pipe := func() (*os.File, *os.File) {
 		r, w, perr := os.Pipe()
@@ -135,6 +136,7 @@ func execStream(ctx context.Context, c *funcs.Call, a ExecStreamArgs) (ExecStrea
 			err = perr
 			return nil, nil
 		}
+		closeAfterStart = append(closeAfterStart, r, w)
 		return r, w
 	}
 	or, ow := pipe()
@@ -144,17 +146,20 @@ func execStream(ctx context.Context, c *funcs.Call, a ExecStreamArgs) (ExecStrea
 		ir, iw = pipe()
 	}
 	if err != nil {
+		for _, f := range closeAfterStart {
+			f.Close()
+		}
 		return fail(fmt.Errorf("%s: %w", a.Argv[0], err))
 	}
-	cmd.Stdout, cmd.Stderr = ow, ew
-	closeAfterStart = append(closeAfterStart, ow, ew)
+	var stdin io.Reader // nil: /dev/null
 	if a.Stdin {
-		cmd.Stdin = ir
-		closeAfterStart = append(closeAfterStart, ir)
+		stdin = ir
 	}
-	err = cmd.Start()
-	for _, f := range closeAfterStart {
-		f.Close()
+	g, err := startGuarded(path, a.Argv, append(os.Environ(), a.Env...), a.Dir, stdin, ow, ew)
+	ow.Close()
+	ew.Close()
+	if ir != nil {
+		ir.Close()
 	}
 	if err != nil {
 		or.Close()
@@ -164,11 +169,12 @@ func execStream(ctx context.Context, c *funcs.Call, a ExecStreamArgs) (ExecStrea
 		}
 		return fail(fmt.Errorf("%s: %w", a.Argv[0], err))
 	}
-	kill := context.AfterFunc(ctx, func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
-	defer kill()
-	if a.Stdin {
-		go forwardStdin(ch, iw)
-	}
+	kill := context.AfterFunc(ctx, g.kill)
+	defer func() {
+		kill()
+		g.release()
+	}()
+	go readCaller(ch, iw, g.kill)
 	var pumps sync.WaitGroup
 	pump := func(typ byte, f *os.File) {
 		defer pumps.Done()
@@ -178,8 +184,9 @@ func execStream(ctx context.Context, c *funcs.Call, a ExecStreamArgs) (ExecStrea
 			n, rerr := f.Read(buf)
 			if n > 0 {
 				if werr := out.write(typ, buf[:n]); werr != nil {
-					// The caller is gone: keep draining so the command
-					// is not stopped by a full pipe before it is killed.
+					// The caller is gone: stop the command, and keep
+					// draining so nothing blocks on a full pipe meanwhile.
+					g.kill()
 					_, _ = io.Copy(io.Discard, f)
 					return
 				}
@@ -192,14 +199,13 @@ func execStream(ctx context.Context, c *funcs.Call, a ExecStreamArgs) (ExecStrea
 	pumps.Add(2)
 	go pump(recStdout, or)
 	go pump(recStderr, er)
+	status, err := g.wait(a.Argv[0])
 	pumps.Wait()
-	err = cmd.Wait()
 	if ctx.Err() != nil {
 		return ExecStreamResult{}, fmt.Errorf("%s: %w", a.Argv[0], ctx.Err())
 	}
-	status, err := exitStatus(err)
 	if err != nil {
-		return fail(fmt.Errorf("%s: %w", a.Argv[0], err))
+		return fail(err)
 	}
 	res := ExecStreamResult{ExitStatus: status}
 	body, err := wire.Marshal(res)
@@ -213,27 +219,55 @@ func execStream(ctx context.Context, c *funcs.Call, a ExecStreamArgs) (ExecStrea
 	return res, nil
 }
 
-// forwardStdin copies 'i' records to the command's stdin until 'c', the
-// end of the channel, or the command no longer reads.
-func forwardStdin(ch *router.Channel, stdin *os.File) {
-	defer stdin.Close()
+// readCaller reads what the caller sends: 'i' records go to the command's
+// stdin (nil: the command reads /dev/null) and 'c' closes it. The caller
+// never ends the channel before it has the exit status, so an end or an
+// error before that means the caller is gone: kill is called (execStream
+// releases the command once the status is sent, which makes it a no-op).
+func readCaller(ch *router.Channel, stdin *os.File, kill func()) {
+	closeStdin := func() {
+		if stdin != nil {
+			stdin.Close()
+			stdin = nil
+		}
+	}
+	defer closeStdin()
 	r := bufio.NewReaderSize(ch, execChunk+5)
 	buf := make([]byte, execChunk)
 	for {
 		typ, body, err := readRecord(r, buf)
-		if err != nil || typ != recStdin {
+		if err != nil {
+			kill()
 			return
 		}
-		if _, err := stdin.Write(body); err != nil {
+		switch typ {
+		case recStdin:
+			if stdin != nil {
+				if _, err := stdin.Write(body); err != nil {
+					closeStdin() // the command no longer reads it
+				}
+			}
+		case recStdinClose:
+			closeStdin()
+		default:
+			kill()
 			return
 		}
 	}
 }
 
+// execFailure is the body of a 'x' record: why the command could not run,
+// and the exit status a shell gives that (StatusNotFound, StatusCannotRun).
+type execFailure struct {
+	Message    string `cbor:"message"`
+	ExitStatus int    `cbor:"exit_status"`
+}
+
 // ExecStream runs argv on node rm with its output streamed to stdout and
 // stderr as it is produced, and stdin (nil: none) forwarded to it. It
 // returns the command's exit status (128+signal when killed). A command
-// that cannot run is a *funcs.RemoteError ("command not found: X").
+// that cannot run is a *StartError wrapping the *funcs.RemoteError that
+// says why ("command not found: X", "permission denied: X").
 func ExecStream(ctx context.Context, rm *arborctx.Remote, a ExecStreamArgs, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
 	a.Stdin = stdin != nil
 	ctx, cancel := context.WithCancel(ctx)
@@ -255,7 +289,10 @@ func ExecStream(ctx context.Context, rm *arborctx.Remote, a ExecStreamArgs, stdi
 	}
 	var res ExecStreamResult
 	werr := cc.Wait(&res)
+	var f *execFailure
 	switch {
+	case werr != nil && errors.As(rerr, &f):
+		return 0, &StartError{Status: f.ExitStatus, Err: werr}
 	case werr != nil:
 		return 0, werr
 	case rerr != nil:
@@ -303,14 +340,28 @@ func readOutput(ch *router.Channel, stdout, stderr io.Writer) (int, error) {
 			}
 			return res.ExitStatus, nil
 		case recFail:
-			var msg string
-			_ = wire.Unmarshal(body, &msg)
-			return 0, errors.New(msg)
+			f := &execFailure{ExitStatus: StatusCannotRun}
+			if err := wire.Unmarshal(body, f); err != nil {
+				return 0, err
+			}
+			return 0, f
 		default:
 			return 0, fmt.Errorf("unexpected record %q", typ)
 		}
 	}
 }
+
+func (f *execFailure) Error() string { return f.Message }
+
+// StartError is a command that could not run on the node. Status is the
+// exit status a shell gives that: StatusNotFound or StatusCannotRun.
+type StartError struct {
+	Status int
+	Err    error // the call's error, naming the node and the reason
+}
+
+func (e *StartError) Error() string { return e.Err.Error() }
+func (e *StartError) Unwrap() error { return e.Err }
 
 type localWriteError struct{ err error }
 

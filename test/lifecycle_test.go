@@ -37,8 +37,9 @@ func agentTree(t *testing.T, pid, hops, extra int) []proc {
 }
 
 // fifoCommand makes a FIFO and a shell command that blocks in a child
-// process (head) reading one line from it, then prints it and "done": two
-// processes below the agent that runs it.
+// process (head) reading one line from it, then prints it and "done": three
+// processes below the agent that runs it, with the command's guard
+// (execExtra).
 func fifoCommand(t *testing.T) (fifo string, argv []string) {
 	t.Helper()
 	fifo = filepath.Join(t.TempDir(), "fifo")
@@ -47,6 +48,10 @@ func fifoCommand(t *testing.T) (fifo string, argv []string) {
 	}
 	return fifo, []string{"sh", "-c", `head -n 1 "$0"; echo done`, fifo}
 }
+
+// execExtra is the number of processes below the agent that runs the
+// command of fifoCommand: the guard (builtin.GuardArg), sh and head.
+const execExtra = 3
 
 // openFIFO opens fifo for writing, which blocks until the remote command
 // has opened it for reading: the event that says the command is running.
@@ -92,7 +97,7 @@ func TestRootExitTakesTreeDown(t *testing.T) {
 		fifo, cmd := fifoCommand(t)
 		r := startArbor(t, append([]string{"exec", "--to", "local/local/local", "--"}, cmd...)...)
 		w := openFIFO(t, r, fifo)
-		tree := agentTree(t, r.cmd.Process.Pid, 3, 2)
+		tree := agentTree(t, r.cmd.Process.Pid, 3, execExtra)
 		if _, err := w.WriteString("hello\n"); err != nil {
 			t.Fatal(err)
 		}
@@ -111,7 +116,7 @@ func TestRootExitTakesTreeDown(t *testing.T) {
 		r := startArbor(t, append([]string{"exec", "--to", "local/local/local", "--"}, cmd...)...)
 		w := openFIFO(t, r, fifo)
 		defer w.Close() // the command never gets its line
-		tree := agentTree(t, r.cmd.Process.Pid, 3, 2)
+		tree := agentTree(t, r.cmd.Process.Pid, 3, execExtra)
 		if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
@@ -142,7 +147,7 @@ func TestRootExitTakesTreeDown(t *testing.T) {
 		r := startArbor(t, append([]string{"exec", "--to", "local/local/local", "--"}, cmd...)...)
 		w := openFIFO(t, r, fifo)
 		defer w.Close()
-		tree := agentTree(t, r.cmd.Process.Pid, 3, 2)
+		tree := agentTree(t, r.cmd.Process.Pid, 3, execExtra)
 		if err := r.cmd.Process.Kill(); err != nil {
 			t.Fatal(err)
 		}

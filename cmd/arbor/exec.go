@@ -6,7 +6,6 @@ import (
 	"os"
 
 	"github.com/arbor-project/arbor/builtin"
-	"github.com/arbor-project/arbor/funcs"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 )
@@ -40,9 +39,11 @@ func newExecCmd(g *globalFlags) *cobra.Command {
 			defer s.close()
 			status, err := builtin.ExecStream(s.ctx, s.last(), builtin.ExecStreamArgs{Argv: args}, stdin, os.Stdout, os.Stderr)
 			if err != nil {
-				var re *funcs.RemoteError
-				if errors.As(err, &re) {
-					return &exitError{code: 127, err: err} // the command could not run
+				// A command that could not run exits as in sh: 127 when
+				// there is no such command, 126 when it cannot be run.
+				var se *builtin.StartError
+				if errors.As(err, &se) {
+					return &exitError{code: se.Status, err: err}
 				}
 				return callErr(err)
 			}
