@@ -3,6 +3,7 @@ package spawn
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -188,8 +189,9 @@ func (p *Process) startError(name string, err error) error {
 	return fmt.Errorf("%s: %w", msg, err)
 }
 
+// isTimeout reports whether the hello exchange with a child timed out.
 func isTimeout(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "connection timed out")
+	return errors.Is(err, stream.ErrConnectTimeout)
 }
 
 // pipeConn joins the child's stdout (read) and stdin (write). r may be

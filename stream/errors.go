@@ -11,6 +11,9 @@ var (
 	ErrLinkClosed = errors.New("arbor: link closed")
 	// ErrHello is returned when the hello exchange fails or disagrees.
 	ErrHello = errors.New("arbor: hello exchange failed")
+	// ErrConnectTimeout matches a hello exchange that did not complete
+	// before its deadline.
+	ErrConnectTimeout = errors.New("arbor: connection timed out")
 	// ErrQueueFull is returned by Send when the link's data queue is full.
 	ErrQueueFull = errors.New("arbor: send queue full")
 	// ErrSlowPeer is why a link closes when its peer stopped taking even

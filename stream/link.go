@@ -186,14 +186,14 @@ func readHelloFrame(r io.Reader, max uint32, v any, deadline time.Time) error {
 	return wire.Unmarshal(payload, v)
 }
 
-// ioErr reports an I/O failure of the hello exchange as "connection timed
-// out" when it is a timeout, or when the hello deadline has passed: yamux
+// ioErr reports an I/O failure of the hello exchange as ErrConnectTimeout
+// when it is a timeout, or when the hello deadline has passed: yamux
 // reports its own stream-open timeout, which closes the session, as EOF.
 func ioErr(err error, deadline time.Time) error {
 	timedOut := errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, yamux.ErrTimeout) ||
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, yamux.ErrConnectionWriteTimeout)
 	if timedOut || (!isProtocolError(err) && !time.Now().Before(deadline)) {
-		return fmt.Errorf("connection timed out: %w", err)
+		return fmt.Errorf("%w: %w", ErrConnectTimeout, err)
 	}
 	return err
 }
