@@ -170,24 +170,28 @@ func (p *Process) settle(timedOut bool) {
 }
 
 // startError explains why a local child did not come up, once it is
-// reaped.
+// reaped. The error wraps the cause (stream.ErrConnectTimeout and
+// ErrConnectTimeout for a timeout), which carries the "arbor:" prefix.
 func (p *Process) startError(name string, err error) error {
 	p.settle(isTimeout(err))
-	tailText := strings.TrimSpace(p.StderrTail())
+	var detail string
+	if tailText := strings.TrimSpace(p.StderrTail()); tailText != "" {
+		detail = "; child stderr:\n" + tailText
+	}
 	if isTimeout(err) {
-		msg := fmt.Sprintf("arbor: spawning %s: connection timed out", name)
-		if tailText != "" {
-			msg += "; child stderr:\n" + tailText
-		}
-		return fmt.Errorf("%s: %w", msg, ErrConnectTimeout)
+		return fmt.Errorf("spawning %s: %w%s", name, &timeoutError{err}, detail)
 	}
 	status, _ := p.exitStatus()
-	msg := fmt.Sprintf("arbor: spawning %s: child exited before the link came up (%s)", name, status)
-	if tailText != "" {
-		msg += "; child stderr:\n" + tailText
-	}
-	return fmt.Errorf("%s: %w", msg, err)
+	return fmt.Errorf("spawning %s: child exited before the link came up (%s)%s: %w", name, status, detail, err)
 }
+
+// timeoutError is a hello that timed out: it reads as ErrConnectTimeout
+// and matches it, and unwraps to the link's error.
+type timeoutError struct{ cause error }
+
+func (e *timeoutError) Error() string        { return ErrConnectTimeout.Error() }
+func (e *timeoutError) Is(target error) bool { return target == ErrConnectTimeout }
+func (e *timeoutError) Unwrap() error        { return e.cause }
 
 // isTimeout reports whether the hello exchange with a child timed out.
 func isTimeout(err error) bool {

@@ -342,3 +342,14 @@ func TestOneTarget(t *testing.T) {
 		t.Errorf("a refused push or pull wrote %s", dst)
 	}
 }
+
+// TestConnectTimeoutSaidOnce: a hop that is not up within
+// --connect-timeout is exit 255, and the reason reads "connection timed
+// out" once (it used to be said twice, by the link and by spawn).
+func TestConnectTimeoutSaidOnce(t *testing.T) {
+	res := runArbor(t, "--connect-timeout", "1ms", "exec", "--to", "local", "--", "true")
+	re := regexp.MustCompile(`(?:^|\n)arbor: hop 1 \(local\): spawning local\.\d+: connection timed out(?:\n$|; child stderr:\n)`)
+	if res.code != 255 || !re.Match(res.stderr) || strings.Count(string(res.stderr), "connection timed out") != 1 {
+		t.Fatalf("got %s\nwant exit 255 and stderr matching %s, the reason said once", res, re)
+	}
+}
