@@ -39,7 +39,7 @@ type events struct{ ch chan agent.TreeEvent }
 
 func (e *events) wait(t *testing.T, kind string, id uint32) agent.TreeEvent {
 	t.Helper()
-	deadline := time.After(30 * time.Second)
+	deadline := time.After(patience)
 	for {
 		select {
 		case ev := <-e.ch:
@@ -76,7 +76,7 @@ func TestHeartbeatStates(t *testing.T) {
 		}
 	})
 	defer unsub()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*patience)
 	defer cancel()
 	chain, err := root.SpawnPath(ctx, []spawn.Hop{{Method: "local"}, {Method: "local"}})
 	if err != nil {

@@ -19,6 +19,9 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// patience only stops a hang: nothing a test does is bounded by it.
+const patience = 2 * time.Minute
+
 // node serves the built-ins on a child of an in-process root.
 func node(t *testing.T, maxMessage uint32) (*arborctx.Remote, context.Context) {
 	t.Helper()
@@ -29,7 +32,7 @@ func node(t *testing.T, maxMessage uint32) (*arborctx.Remote, context.Context) {
 	builtin.Register(reg)
 	d := funcs.Serve(child.R, reg, funcs.DefaultConfig(), nil)
 	t.Cleanup(d.Close)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	t.Cleanup(cancel)
 	return arborctx.New(root.R, root.M, child.ID(), "child"), ctx
 }

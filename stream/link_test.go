@@ -23,7 +23,7 @@ import (
 
 // waitLimit bounds every wait in these tests. It guards against a hang and
 // is never a timing assertion: everything waited for is an event.
-const waitLimit = 20 * time.Second
+const waitLimit = 2 * time.Minute
 
 // shortTimeout is the timeout of the tests that expect one to expire.
 const shortTimeout = 200 * time.Millisecond

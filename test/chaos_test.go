@@ -38,11 +38,16 @@ const (
 	// chaosCallsPerKill is how many calls complete between two kills (and
 	// after the last one): the kills are paced by the calls, not a clock.
 	chaosCallsPerKill = 60
-	// chaosCallTimeout is each call's deadline, far above any normal call:
-	// a call that reaches it has hung, and fails the test.
-	chaosCallTimeout = 20 * time.Second
-	// chaosWait bounds every wait of the test for the tree to settle.
-	chaosWait = 30 * time.Second
+	// chaosCallTimeout is each call's deadline, far above any call even on
+	// a loaded machine: a call that reaches it has hung, and fails the test.
+	chaosCallTimeout = patience
+	// chaosWait guards every wait of the test for an event (calls
+	// completing, the tree settling, processes exiting) against a hang.
+	chaosWait = patience
+	// chaosLongSleep is the agent.sleep (in seconds) started before each
+	// kill on a node the kill takes down: it must end with the disconnect,
+	// and no other call sleeps this long.
+	chaosLongSleep = 90
 )
 
 // chaosNode is one agent of the chaos tree.
@@ -67,7 +72,7 @@ type chaosOutcome struct {
 // root in this process, then SIGKILLs a seeded-random mix of internal and
 // leaf nodes while 8 callers run agent.ping, agent.sleep and PING against
 // random nodes, dead or alive. Every call must succeed or fail with a
-// disconnect or dead reply (none may hang until its 20 s deadline), every
+// disconnect or dead reply (none may hang until its deadline), every
 // call to a node outside the killed subtrees must succeed, the root's
 // route table and tree view must settle to exactly the live nodes, and
 // after root.Close no agent process and no goroutine of the root remains.
@@ -86,6 +91,7 @@ func TestChaos(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 
 	root, logs := newRoot(t, agent.Options{}, "info")
+	states := recordStates(t, root)
 	start := time.Now()
 	nodes := buildChaosTree(t, root)
 	t.Logf("built %d agents in %s", len(nodes), time.Since(start).Round(time.Millisecond))
@@ -157,9 +163,9 @@ func TestChaos(t *testing.T) {
 		}
 	}
 
-	// The killer: before each kill, a 15 s agent.sleep is started on a
+	// The killer: before each kill, a long agent.sleep is started on a
 	// node the kill takes down; it must end with a disconnect naming that
-	// node, not at its deadline.
+	// node, not when the sleep is over.
 	type longCall struct {
 		target int
 		done   chan chaosOutcome
@@ -171,11 +177,11 @@ func TestChaos(t *testing.T) {
 		if sub := subtreeAlive(nodes, v, killed); len(sub) > 0 {
 			lc := longCall{target: sub[rng.IntN(len(sub))], done: make(chan chaosOutcome, 1)}
 			longs = append(longs, lc)
-			go func() { lc.done <- callNode(nodes, lc.target, "agent.sleep", 15) }()
+			go func() { lc.done <- callNode(nodes, lc.target, "agent.sleep", chaosLongSleep) }()
 			// It is running there once its record reaches the root (no
-			// other call sleeps 15 s).
+			// other call sleeps that long).
 			n := nodes[lc.target]
-			logs.waitLine(t, regexp.MustCompile(fmt.Sprintf(`agent\.sleep started: node=%s node_id=%d seconds=15( |$)`, regexp.QuoteMeta(n.name), n.id)), chaosWait)
+			logs.waitLine(t, regexp.MustCompile(fmt.Sprintf(`agent\.sleep started: node=%s node_id=%d seconds=%d( |$)`, regexp.QuoteMeta(n.name), n.id, chaosLongSleep)), chaosWait)
 		}
 		if nodes[v].proc.running() {
 			if err := syscall.Kill(nodes[v].proc.PID, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
@@ -242,7 +248,7 @@ func TestChaos(t *testing.T) {
 		}
 	}
 	slices.Sort(want)
-	chaosPoll(t, chaosWait, "root route table lists exactly the live agents", func() string {
+	chaosSettle(t, states, "root route table lists exactly the live agents", func() string {
 		var got []uint32
 		for _, r := range root.Router.Table().Routes {
 			got = append(got, r.ID)
@@ -252,7 +258,7 @@ func TestChaos(t *testing.T) {
 		}
 		return fmt.Sprintf("routes %v, want %v", got, want)
 	})
-	chaosPoll(t, chaosWait, "root tree lists exactly the live agents", func() string {
+	chaosSettle(t, states, "root tree lists exactly the live agents", func() string {
 		var got []uint32
 		for _, m := range root.Tree.Nodes() {
 			got = append(got, m.ID)
@@ -298,7 +304,7 @@ func TestChaos(t *testing.T) {
 // level concurrently, and returns its agents, first level first.
 func buildChaosTree(t *testing.T, root *agent.Node) []*chaosNode {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), chaosWait)
 	defer cancel()
 	var nodes []*chaosNode
 	parents := []int{-1}
@@ -424,22 +430,25 @@ func callNode(nodes []*chaosNode, target int, fn string, seconds float64) chaosO
 	return chaosOutcome{target: target, fn: fn, err: err, took: time.Since(start)}
 }
 
-// chaosPoll polls check (which returns "" when satisfied, else what it saw)
-// until it is satisfied or timeout passes.
-func chaosPoll(t *testing.T, timeout time.Duration, what string, check func() string) {
+// chaosSettle runs check (which returns "" when satisfied, else what it
+// saw) now and again after every event of the root's tree, until it is
+// satisfied. The tree emits an event after each change to it and to the
+// root's route table, so the last change is always followed by a check.
+func chaosSettle(t *testing.T, states *stateEvents, what string, check func() string) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
+	guard := time.NewTimer(chaosWait)
+	defer guard.Stop()
 	for {
+		_, _, changed := states.since(0) // before the check: no change is missed
 		msg := check()
 		if msg == "" {
 			return
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s: %s", what, timeout, msg)
+		select {
+		case <-changed:
+		case <-guard.C:
+			t.Fatalf("%s: not within %s: %s", what, chaosWait, msg)
 		}
-		<-tick.C
 	}
 }
 

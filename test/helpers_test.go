@@ -25,7 +25,7 @@ import (
 )
 
 // cliTimeout bounds every arbor command a test runs.
-const cliTimeout = 60 * time.Second
+const cliTimeout = patience
 
 // result is what one arbor command did.
 type result struct {
@@ -106,7 +106,7 @@ func startArbor(t *testing.T, args ...string) *running {
 		_ = r.cmd.Process.Kill()
 		select {
 		case <-r.exited:
-		case <-time.After(10 * time.Second):
+		case <-time.After(patience):
 			t.Errorf("arbor %q did not exit after SIGKILL", args)
 		}
 	})
@@ -219,7 +219,7 @@ func localPath(n int) string {
 // node's handle and agent.info, first hop first.
 func spawnChain(t *testing.T, root *agent.Node, n int) ([]*arborctx.Remote, []builtin.Info) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	chain, err := root.SpawnPath(ctx, localHops(n))
 	if err != nil {

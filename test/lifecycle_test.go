@@ -1,6 +1,7 @@
 package test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -83,8 +84,8 @@ func openFIFO(t *testing.T, r *running, fifo string) *os.File {
 		return f
 	case <-r.exited:
 		fail("arbor exited before the remote command started")
-	case <-time.After(20 * time.Second):
-		fail("the remote command did not open the FIFO within 20s")
+	case <-time.After(patience):
+		fail(fmt.Sprintf("the remote command did not open the FIFO within %s", patience))
 	}
 	return nil
 }
@@ -102,13 +103,13 @@ func TestRootExitTakesTreeDown(t *testing.T) {
 			t.Fatal(err)
 		}
 		w.Close()
-		if code := r.wait(t, 20*time.Second); code != 0 {
+		if code := r.wait(t, patience); code != 0 {
 			t.Fatalf("exit status %d; stderr:\n%s", code, r.stderr)
 		}
 		if got := r.stdout.String(); got != "hello\ndone\n" {
 			t.Fatalf("stdout %q", got)
 		}
-		requireExited(t, "tree after arbor exited", tree, 20*time.Second)
+		requireExited(t, "tree after arbor exited", tree, patience)
 	})
 
 	t.Run("SIGTERM", func(t *testing.T) {
@@ -120,26 +121,26 @@ func TestRootExitTakesTreeDown(t *testing.T) {
 		if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
-		if code := r.wait(t, 20*time.Second); code != 255 {
+		if code := r.wait(t, patience); code != 255 {
 			t.Fatalf("exit status %d, want 255; stderr:\n%s", code, r.stderr)
 		}
 		if !regexp.MustCompile(`(?m)^arbor: .*context canceled$`).MatchString(r.stderr.String()) {
 			t.Fatalf("stderr does not say the call was cancelled:\n%s", r.stderr)
 		}
-		requireExited(t, "tree after arbor exited on SIGTERM", tree, 20*time.Second)
+		requireExited(t, "tree after arbor exited on SIGTERM", tree, patience)
 	})
 
 	t.Run("SIGKILL during agent.sleep", func(t *testing.T) {
 		r := startArbor(t, "--log-level", "info", "call", "--to", "local/local/local", "agent.sleep", `{"seconds":60}`)
 		// The third node's record says the call is running there, and
 		// shows the root prints it with the node's name.
-		r.stderr.waitLine(t, regexp.MustCompile(`\[INFO\]  arbor: agent\.sleep started: node=local\.\d+/local\.\d+/local\.\d+ node_id=\d+ seconds=60$`), 20*time.Second)
+		r.stderr.waitLine(t, regexp.MustCompile(`\[INFO\]  arbor: agent\.sleep started: node=local\.\d+/local\.\d+/local\.\d+ node_id=\d+ seconds=60$`), patience)
 		tree := agentTree(t, r.cmd.Process.Pid, 3, 0)
 		if err := r.cmd.Process.Kill(); err != nil {
 			t.Fatal(err)
 		}
-		r.wait(t, 20*time.Second)
-		requireExited(t, "tree after arbor was killed", tree, 20*time.Second)
+		r.wait(t, patience)
+		requireExited(t, "tree after arbor was killed", tree, patience)
 	})
 
 	t.Run("SIGKILL during exec", func(t *testing.T) {
@@ -151,7 +152,7 @@ func TestRootExitTakesTreeDown(t *testing.T) {
 		if err := r.cmd.Process.Kill(); err != nil {
 			t.Fatal(err)
 		}
-		r.wait(t, 20*time.Second)
-		requireExited(t, "tree after arbor was killed", tree, 20*time.Second)
+		r.wait(t, patience)
+		requireExited(t, "tree after arbor was killed", tree, patience)
 	})
 }

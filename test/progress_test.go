@@ -98,7 +98,7 @@ func runArborPTY(t *testing.T, args ...string) (tty string, res result) {
 		if !errors.Is(rerr, unix.EIO) {
 			t.Fatalf("arbor %q: reading the pty: %v", args, rerr)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(patience):
 		// Something still holds the terminal open after arbor exited.
 		master.Close()
 		<-readDone

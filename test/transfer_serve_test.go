@@ -9,7 +9,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // TestServePushPull: against arbor serve, push and pull name their node as
@@ -112,17 +111,7 @@ func TestPullDuringHeartbeatServe(t *testing.T) {
 	pull := startArbor(t, "--socket", s.socket, "pull", "leaf", "--json", src, dest)
 
 	// The transfer is under way once its temporary file has data in it.
-	deadline := time.Now().Add(60 * time.Second)
-	for !tempWithData(destDir) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no transfer started; stderr:\n%s", pull.stderr)
-		}
-		select {
-		case <-pull.exited:
-			t.Fatalf("pull ended before it was seen under way: %v\n%s", pull.err, pull.stderr)
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
+	waitTempData(t, pull, destDir)
 	var pings int
 	for running := true; running; {
 		select {
@@ -136,7 +125,7 @@ func TestPullDuringHeartbeatServe(t *testing.T) {
 		}
 		pings++
 	}
-	if code := pull.wait(t, time.Minute); code != 0 {
+	if code := pull.wait(t, patience); code != 0 {
 		t.Fatalf("pull: exit %d\n%s", code, pull.stderr)
 	}
 	var sum summaryJSON
@@ -173,10 +162,10 @@ func TestPullDuringHeartbeatServe(t *testing.T) {
 			syscall.Kill(leaf.PID, syscall.SIGCONT)
 		}
 	}()
-	e := w.waitEvent(t, "unresponsive", leaf.ID, 30*time.Second)
+	e := w.waitEvent(t, "unresponsive", leaf.ID, patience)
 	syscall.Kill(leaf.PID, syscall.SIGCONT)
 	resumed = true
-	w.waitEvent(t, "up", leaf.ID, 30*time.Second)
-	s.r.stderr.waitLine(t, regexp.MustCompile(`child unresponsive`), 30*time.Second)
+	w.waitEvent(t, "up", leaf.ID, patience)
+	s.r.stderr.waitLine(t, regexp.MustCompile(`child unresponsive`), patience)
 	t.Logf("control: leaf %d stopped is reported: %s", leaf.ID, e.Cause)
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/arbor-project/arbor/agent"
 	"github.com/arbor-project/arbor/transfer"
+	"golang.org/x/sys/unix"
 )
 
 // summaryJSON is what push and pull print with --json.
@@ -234,28 +235,18 @@ func TestKillMiddleHopDuringPush(t *testing.T) {
 	dest := filepath.Join(destDir, "file")
 	r := startArbor(t, "push", "--to", localPath(3), src, dest)
 
-	// The transfer is under way once its temporary file has data in it.
-	deadline := time.Now().Add(60 * time.Second)
-	var chain []int
-	for {
-		if time.Now().After(deadline) {
-			t.Fatalf("no transfer started; stderr:\n%s", r.stderr)
-		}
-		select {
-		case <-r.exited:
-			t.Fatalf("push ended before the kill: %v\n%s", r.err, r.stderr)
-		default:
-		}
-		if chain = agentChain(r.cmd.Process.Pid, 3); len(chain) == 3 && tempWithData(destDir) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
+	// The transfer is under way once its temporary file has data in it;
+	// the data came through all three agents.
+	waitTempData(t, r, destDir)
+	chain := agentChain(r.cmd.Process.Pid, 3)
+	if len(chain) != 3 {
+		t.Fatalf("data is arriving but the agents below arbor are %v, want a chain of three", chain)
 	}
 	last := procOf(t, chain[2])
 	if err := syscall.Kill(chain[1], syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	code := r.wait(t, 60*time.Second)
+	code := r.wait(t, patience)
 	stderr := r.stderr.String()
 	if code != 255 {
 		t.Fatalf("exit %d, want 255; stderr:\n%s", code, stderr)
@@ -268,9 +259,59 @@ func TestKillMiddleHopDuringPush(t *testing.T) {
 	if _, err := os.Lstat(dest); err == nil {
 		t.Fatalf("%s exists after a failed transfer", dest)
 	}
-	requireExited(t, "last agent", []proc{last}, 20*time.Second)
+	requireExited(t, "last agent", []proc{last}, patience)
 	if ents, _ := os.ReadDir(destDir); len(ents) != 0 {
 		t.Fatalf("left in the destination directory: %v", ents)
+	}
+}
+
+// waitTempData blocks until a transfer's temporary file in dir holds more
+// than 1 MiB, and fails the test if r exits first. It wakes on the
+// directory's inotify events (a file created, written or renamed there),
+// not on a clock; patience only stops a hang.
+func waitTempData(t *testing.T, r *running, dir string) {
+	t.Helper()
+	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
+	if err != nil {
+		t.Fatalf("inotify_init1: %v", err)
+	}
+	// Non-blocking, so read through the runtime poller: Close ends a
+	// pending Read.
+	f := os.NewFile(uintptr(fd), "inotify")
+	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_CREATE|unix.IN_MODIFY|unix.IN_MOVED_TO); err != nil {
+		f.Close()
+		t.Fatalf("inotify watch on %s: %v", dir, err)
+	}
+	changed := make(chan struct{}, 1)
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := f.Read(buf); err != nil {
+				return
+			}
+			select {
+			case changed <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	defer func() {
+		f.Close()
+		<-readerDone
+	}()
+	guard := time.NewTimer(patience)
+	defer guard.Stop()
+	// The watch is in place before the first look: no write is missed.
+	for !tempWithData(dir) {
+		select {
+		case <-changed:
+		case <-r.exited:
+			t.Fatalf("arbor ended before its transfer was seen under way: %v\n%s", r.err, r.stderr)
+		case <-guard.C:
+			t.Fatalf("no transfer under way within %s; stderr:\n%s", patience, r.stderr)
+		}
 	}
 }
 
@@ -400,8 +441,12 @@ func TestPingDuringTransfer(t *testing.T) {
 	if err := os.Truncate(src, 1<<30); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
+	// The push is not bounded by a clock, only cancelled when no byte has
+	// moved for patience: a stall, not a slow machine, fails the test.
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	stalled := time.AfterFunc(patience, func() { cancel(fmt.Errorf("no progress for %s", patience)) })
+	defer stalled.Stop()
 	started := make(chan struct{})
 	var once sync.Once
 	done := make(chan error, 1)
@@ -409,6 +454,7 @@ func TestPingDuringTransfer(t *testing.T) {
 	go func() {
 		_, err := transfer.Push(ctx, chain[2], src, filepath.Join(dir, "dst"), transfer.Options{
 			Progress: func(p transfer.Progress) {
+				stalled.Reset(patience)
 				if p.Bytes > 0 {
 					once.Do(func() { close(started) })
 				}
@@ -427,7 +473,7 @@ func TestPingDuringTransfer(t *testing.T) {
 		select {
 		case err := <-done:
 			if err != nil {
-				t.Fatal(err)
+				t.Fatalf("push: %v (%v)", err, context.Cause(ctx))
 			}
 			if pings == 0 {
 				t.Fatal("no ping completed during the transfer")
@@ -440,11 +486,13 @@ func TestPingDuringTransfer(t *testing.T) {
 			}
 			t.Logf("%d agent.ping calls to the middle node during 1 GiB through it; slowest %s; no unresponsive or down event", pings, worst)
 			requireStopReported(t, states, chain[2].ID(), infos[2].PID)
-			logs.waitLine(t, regexp.MustCompile(`child unresponsive`), 30*time.Second)
+			logs.waitLine(t, regexp.MustCompile(`child unresponsive`), patience)
 			return
 		default:
 		}
-		pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
+		// A ping answered during the transfer is the behaviour shown; how
+		// soon is not asserted, patience only stops a hang.
+		pctx, pcancel := context.WithTimeout(ctx, patience)
 		start := time.Now()
 		err := chain[1].Call(pctx, "agent.ping", nil, nil)
 		pcancel()
@@ -472,8 +520,8 @@ func requireStopReported(t *testing.T, states *stateEvents, id uint32, pid int) 
 		}
 	}
 	defer resume()
-	e := states.wait(t, mark, agent.StateUnresponsive, id, 30*time.Second)
+	e := states.wait(t, mark, agent.StateUnresponsive, id, patience)
 	resume()
-	states.wait(t, mark, agent.StateUp, id, 30*time.Second)
+	states.wait(t, mark, agent.StateUp, id, patience)
 	t.Logf("control: node %d stopped is reported: %s", id, e.Cause)
 }

@@ -17,6 +17,12 @@ import (
 	"github.com/arbor-project/arbor/spawn"
 )
 
+// patience is how long a test waits for an event (a reply, a process
+// exit, a log line) before failing instead of hanging. It only stops a
+// hang: nothing a test does is bounded by it, and the slowest step on a
+// loaded machine is far below it.
+const patience = 2 * time.Minute
+
 // TestAgentInfoChain builds local/local/local from a root in this process
 // and calls agent.info on each node: three distinct PIDs, each node's
 // parent the node before it (the first one's is this process), and the
@@ -68,7 +74,7 @@ func TestAgentInfoChain(t *testing.T) {
 	}
 
 	// Each node's own table: the nodes below it, via the next hop.
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	for i, rm := range chain {
 		var tb router.Table
@@ -94,12 +100,12 @@ func TestAgentInfoChain(t *testing.T) {
 		procs[i] = procOf(t, in.PID)
 	}
 	root.Close()
-	requireExited(t, "agents after root.Close", procs, 20*time.Second)
+	requireExited(t, "agents after root.Close", procs, patience)
 }
 
 // TestKillMiddleNode kills the middle node of local/local/local with
 // SIGKILL while a 60 s agent.sleep is running on the last node: the call
-// fails with a disconnect naming the lost node (not the 20 s safety
+// fails with a disconnect naming the lost node (not the safety
 // deadline), the first node stays reachable, and the two lost agents exit.
 func TestKillMiddleNode(t *testing.T) {
 	root, logs := newRoot(t, agent.Options{}, "info")
@@ -109,14 +115,14 @@ func TestKillMiddleNode(t *testing.T) {
 		procs[i] = procOf(t, in.PID)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	pc, err := chain[2].Start(ctx, "agent.sleep", builtin.SleepArgs{Seconds: 60})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The sleep is running on the last node once its record reaches us.
-	logs.waitLine(t, regexp.MustCompile(`agent\.sleep started: .*node=`+regexp.QuoteMeta(infos[2].Name)+`( |$)`), 20*time.Second)
+	logs.waitLine(t, regexp.MustCompile(`agent\.sleep started: .*node=`+regexp.QuoteMeta(infos[2].Name)+`( |$)`), patience)
 
 	if err := syscall.Kill(infos[1].PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -158,12 +164,12 @@ func TestKillMiddleNode(t *testing.T) {
 		t.Fatalf("root routes %+v, want only %d", rs, infos[0].ID)
 	}
 
-	requireExited(t, "middle and last agents", procs[1:], 20*time.Second)
+	requireExited(t, "middle and last agents", procs[1:], patience)
 	if !procs[0].running() {
 		t.Fatalf("first agent %v exited", procs[0])
 	}
 	root.Close()
-	requireExited(t, "first agent after root.Close", procs[:1], 20*time.Second)
+	requireExited(t, "first agent after root.Close", procs[:1], patience)
 }
 
 // TestCancelStopsRemoteSleep cancels the caller's context while agent.sleep
@@ -174,20 +180,20 @@ func TestCancelStopsRemoteSleep(t *testing.T) {
 	chain, infos := spawnChain(t, root, 2)
 	last := regexp.QuoteMeta(infos[1].Name)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	pc, err := chain[1].Start(ctx, "agent.sleep", builtin.SleepArgs{Seconds: 60})
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs.waitLine(t, regexp.MustCompile(`agent\.sleep started: .*node=`+last+`( |$)`), 20*time.Second)
+	logs.waitLine(t, regexp.MustCompile(`agent\.sleep started: .*node=`+last+`( |$)`), patience)
 	cancel()
 	if err := pc.Wait(nil); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Wait after cancel: %v, want context.Canceled", err)
 	}
-	logs.waitLine(t, regexp.MustCompile(`\[INFO\] .*agent\.sleep cancelled: .*node=`+last+`( |$).*cause="?context canceled`), 20*time.Second)
+	logs.waitLine(t, regexp.MustCompile(`\[INFO\] .*agent\.sleep cancelled: .*node=`+last+`( |$).*cause="?context canceled`), patience)
 
-	ctx2, cancel2 := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx2, cancel2 := context.WithTimeout(context.Background(), patience)
 	defer cancel2()
 	var res builtin.SleepResult
 	if err := chain[1].Call(ctx2, "agent.sleep", builtin.SleepArgs{Seconds: 0}, &res); err != nil {
@@ -200,13 +206,13 @@ func TestCancelStopsRemoteSleep(t *testing.T) {
 func TestLogForwarding(t *testing.T) {
 	root, logs := newRoot(t, agent.Options{}, "info")
 	chain, infos := spawnChain(t, root, 3)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	var res builtin.SleepResult
 	if err := chain[2].Call(ctx, "agent.sleep", builtin.SleepArgs{Seconds: 0}, &res); err != nil {
 		t.Fatal(err)
 	}
-	m := logs.waitLine(t, regexp.MustCompile(`^\S+ \[INFO\]  root: agent\.sleep started: (.*)$`), 20*time.Second)
+	m := logs.waitLine(t, regexp.MustCompile(`^\S+ \[INFO\]  root: agent\.sleep started: (.*)$`), patience)
 	if want := fmt.Sprintf("node=%s node_id=%d seconds=0", infos[2].Name, infos[2].ID); m[1] != want {
 		t.Fatalf("forwarded record %q: fields %q, want %q", m[0], m[1], want)
 	}
@@ -217,7 +223,7 @@ func TestSpawnFailures(t *testing.T) {
 	t.Run("exits at once", func(t *testing.T) {
 		exe := writeScript(t, "boom", "echo starting >&2\necho boom >&2\nexit 3\n")
 		root, _ := newRoot(t, agent.Options{Exe: exe}, "info")
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), patience)
 		defer cancel()
 		_, err := root.Spawn(ctx, spawn.Hop{Method: "local"}, "")
 		if err == nil {
@@ -238,7 +244,7 @@ func TestSpawnFailures(t *testing.T) {
 	t.Run("never answers", func(t *testing.T) {
 		exe := writeScript(t, "mute", "echo waiting >&2\nexec sleep 60\n")
 		root, _ := newRoot(t, agent.Options{Exe: exe, ConnectTimeout: 300 * time.Millisecond}, "info")
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), patience)
 		defer cancel()
 		_, err := root.Spawn(ctx, spawn.Hop{Method: "local"}, "")
 		if ctx.Err() != nil {
@@ -256,7 +262,7 @@ func TestSpawnFailures(t *testing.T) {
 	})
 	t.Run("unsupported method", func(t *testing.T) {
 		root, _ := newRoot(t, agent.Options{}, "info")
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), patience)
 		defer cancel()
 		_, err := root.Spawn(ctx, spawn.Hop{Method: "telnet", Target: "db1"}, "")
 		if !errors.Is(err, spawn.ErrUnsupported) || !strings.Contains(err.Error(), "telnet") {
