@@ -54,6 +54,10 @@ type Options struct {
 	// writable by group or others.
 	ChrootUser string
 	ChrootDir  string
+	// NetNS runs sshd inside this network namespace (made by the test
+	// with `ip netns add`), on that namespace's own loopback: only
+	// processes run there with `ip netns exec` can reach it.
+	NetNS string
 	// ExtraClientConfig is prepended to the client config (ssh takes the
 	// first value it sees, so it overrides the aliases' settings).
 	ExtraClientConfig string
@@ -189,6 +193,9 @@ LogLevel INFO
 	if o.Linux32 {
 		argv = append([]string{"setarch", "i686"}, argv...)
 	}
+	if o.NetNS != "" {
+		argv = append([]string{"ip", "netns", "exec", o.NetNS}, argv...)
+	}
 	s.log = &syncBuffer{}
 	s.exited = make(chan struct{})
 	s.cmd = exec.Command(argv[0], argv[1:]...)
@@ -207,7 +214,13 @@ LogLevel INFO
 			return fmt.Errorf("sshdtest: sshd exited at start: %s", s.log.String())
 		default:
 		}
-		if banner(s.Port) {
+		if o.NetNS != "" {
+			// The port is not reachable from here: sshd says when it
+			// listens.
+			if strings.Contains(s.log.String(), fmt.Sprintf("Server listening on 127.0.0.1 port %d", s.Port)) {
+				return nil
+			}
+		} else if banner(s.Port) {
 			return nil
 		}
 		time.Sleep(10 * time.Millisecond)
