@@ -92,6 +92,12 @@ func HeartbeatFromHello(h wire.Hello) HeartbeatConfig {
 	return HeartbeatConfig{Interval: h.HeartbeatInterval, UnresponsiveAfter: h.UnresponsiveAfter, DownAfter: h.DownAfter}
 }
 
+// writeTimeout is the write timeout for this node's links: above the down
+// threshold, so the heartbeat is what decides a peer is gone.
+func (c HeartbeatConfig) writeTimeout(def time.Duration) time.Duration {
+	return max(def, 2*c.withDefaults().DownAfter)
+}
+
 // heartbeatHello puts this node's thresholds in a child's hello.
 func (n *Node) heartbeatHello(h *wire.Hello) {
 	c := n.opts.Heartbeat.withDefaults()

@@ -85,6 +85,7 @@ func (n *Node) spawn(ctx context.Context, req SpawnRequest) (SpawnResult, error)
 	lcfg := stream.DefaultConfig()
 	lcfg.MaxMessage = n.Router.MaxMessage()
 	lcfg.HelloTimeout = n.opts.ConnectTimeout
+	lcfg.WriteTimeout = n.opts.Heartbeat.writeTimeout(lcfg.WriteTimeout)
 	if req.ConnectTimeoutMS > 0 {
 		lcfg.HelloTimeout = time.Duration(req.ConnectTimeoutMS) * time.Millisecond
 	}

@@ -19,9 +19,10 @@ type Config struct {
 	// HelloTimeout bounds the hello exchange when a link is opened.
 	HelloTimeout time.Duration
 	// WriteTimeout bounds one write to the underlying connection. A write
-	// that times out is fatal for the link: a peer that stopped reading is
-	// a peer we cannot talk to. Nodes set it above their heartbeat's down
-	// threshold, so the heartbeat decides first and names the cause.
+	// that times out is fatal for the link. It is a last resort, far above
+	// any heartbeat threshold: a peer that stops reading stops answering
+	// probes too, and the heartbeat closes the link first and names why.
+	// Nodes raise it above their own DownAfter.
 	//
 	// There is no transport keepalive: the heartbeat (package agent) is the
 	// one liveness mechanism, with its own thresholds, so a link is never
@@ -37,13 +38,14 @@ type Config struct {
 	Logger hclog.Logger
 }
 
-// DefaultConfig returns the defaults: 64 MiB messages, 10 s hello and write
-// timeouts, 16 MiB stream windows, 1024 queued data frames.
+// DefaultConfig returns the defaults: 64 MiB messages, a 10 s hello
+// timeout, a 5 min write timeout, 16 MiB stream windows, 1024 queued data
+// frames.
 func DefaultConfig() *Config {
 	return &Config{
 		MaxMessage:   wire.DefaultMaxMessage,
 		HelloTimeout: 10 * time.Second,
-		WriteTimeout: 10 * time.Second,
+		WriteTimeout: 5 * time.Minute,
 		StreamWindow: 16 << 20,
 		SendQueue:    1024,
 	}

@@ -92,7 +92,14 @@ type running struct {
 // running.
 func startArbor(t *testing.T, args ...string) *running {
 	t.Helper()
-	r := &running{cmd: exec.Command(arborBin, args...), stdout: new(bytes.Buffer), stderr: newLogBuffer(), exited: make(chan struct{})}
+	return startBinary(t, arborBin, args...)
+}
+
+// startBinary is startArbor for a command that runs arbor under another
+// (ip netns exec NS arbor ...), or another build of it.
+func startBinary(t *testing.T, bin string, args ...string) *running {
+	t.Helper()
+	r := &running{cmd: exec.Command(bin, args...), stdout: new(bytes.Buffer), stderr: newLogBuffer(), exited: make(chan struct{})}
 	r.cmd.Stdout, r.cmd.Stderr = r.stdout, r.stderr
 	r.cmd.WaitDelay = 5 * time.Second
 	if err := r.cmd.Start(); err != nil {
