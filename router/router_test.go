@@ -21,7 +21,7 @@ import (
 
 // patience is how long a test waits for something before failing instead
 // of hanging. It is a deadline, never a measurement.
-const patience = 10 * time.Second
+const patience = time.Minute
 
 func ctxPatience(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), patience)

@@ -38,28 +38,32 @@ func TestExecExitStatus(t *testing.T) {
 }
 
 // TestExecRunsOnLastNode runs a command over 10 hops that prints its
-// ancestors' command lines: above it are exactly ten arbor agents, then
-// the arbor CLI process that is the root.
+// ancestors' command lines: above it are its guard (which takes it down
+// with the agent), exactly ten arbor agents, then the arbor CLI process
+// that is the root.
 func TestExecRunsOnLastNode(t *testing.T) {
 	path := localPath(10)
 	script := `p=$PPID; i=0; ` +
-		`while [ "$p" -gt 1 ] && [ $i -lt 11 ]; do ` +
+		`while [ "$p" -gt 1 ] && [ $i -lt 12 ]; do ` +
 		`tr '\0' ' ' </proc/$p/cmdline; echo; p=$(cut -d' ' -f4 /proc/$p/stat); i=$((i+1)); done`
 	res := runArbor(t, "exec", "--to", path, "--", "sh", "-c", script)
 	if res.code != 0 {
 		t.Fatalf("%v", res)
 	}
 	lines := strings.Split(strings.TrimSuffix(string(res.stdout), "\n"), "\n")
-	if len(lines) != 11 {
-		t.Fatalf("%d ancestors printed, want 11:\n%s", len(lines), res.stdout)
+	if len(lines) != 12 {
+		t.Fatalf("%d ancestors printed, want 12:\n%s", len(lines), res.stdout)
 	}
-	for i, l := range lines[:10] {
+	if want := arborBin + " __guard "; !strings.HasPrefix(lines[0], want) {
+		t.Fatalf("parent is %q, want the command's guard %q...:\n%s", lines[0], want, res.stdout)
+	}
+	for i, l := range lines[1:11] {
 		if l != arborBin+" __agent " {
-			t.Fatalf("ancestor %d is %q, want an arbor agent:\n%s", i+1, l, res.stdout)
+			t.Fatalf("ancestor %d is %q, want an arbor agent:\n%s", i+2, l, res.stdout)
 		}
 	}
-	if want := arborBin + " exec --to " + path + " -- sh -c "; !strings.HasPrefix(lines[10], want) {
-		t.Fatalf("ancestor 11 is %q, want the root %q...", lines[10], want)
+	if want := arborBin + " exec --to " + path + " -- sh -c "; !strings.HasPrefix(lines[11], want) {
+		t.Fatalf("ancestor 12 is %q, want the root %q...", lines[11], want)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"testing"
-	"time"
 
 	"github.com/arbor-project/arbor/internal/testbin"
 
@@ -39,7 +38,7 @@ func runMain(m *testing.M) int {
 		code = 1
 	}
 	// No test may leave an arbor process behind, whatever it did.
-	if left := leftoverAgents(arborBin, 10*time.Second); len(left) > 0 {
+	if left := leftoverAgents(arborBin, patience); len(left) > 0 {
 		fmt.Fprintf(os.Stderr, "test: arbor processes left behind: %v\n", left)
 		if code == 0 {
 			code = 1

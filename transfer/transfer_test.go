@@ -23,7 +23,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-const patience = 30 * time.Second
+const patience = 2 * time.Minute
 
 func ctxPatience(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), patience)

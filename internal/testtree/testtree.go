@@ -101,6 +101,10 @@ func UnixPair() (io.ReadWriteCloser, io.ReadWriteCloser, error) {
 	return a, b, nil
 }
 
+// hangGuard bounds a wait that only a hang could make long (a busy machine
+// only slows it down).
+const hangGuard = time.Minute
+
 // Node is one node of an in-process tree.
 type Node struct {
 	R      *router.Router
@@ -163,7 +167,7 @@ func (n *Node) Spawn(tb testing.TB, o Options, name string) *Node {
 
 // SpawnErr is Spawn without a testing.TB, for benchmarks of many nodes.
 func (n *Node) SpawnErr(o Options, name string) (*Node, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
 	id, err := n.R.AllocateID(ctx)
 	if err != nil {
@@ -263,7 +267,7 @@ func (n *Node) waitFor(tb testing.TB, cond func() bool, what string) {
 		}
 	})
 	defer unsub()
-	deadline := time.NewTimer(10 * time.Second)
+	deadline := time.NewTimer(hangGuard)
 	defer deadline.Stop()
 	for !cond() {
 		select {
