@@ -308,44 +308,19 @@ func (r *Router) serveChannel(in *Port, s net.Conn) {
 		r.refuseChannel(s, h, fmt.Sprintf("bad channel open payload: %v", err))
 		return
 	}
-	r.mu.RLock()
-	for _, f := range []struct {
-		name string
-		id   uint32
-	}{{"auth", h.Auth}, {"src", h.Src}} {
-		if exp := r.expectedPort(f.id); exp != in {
-			r.mu.RUnlock()
-			m := &Message{Header: h, Port: in}
-			r.dropSpoofed(m, f.name, f.id, exp)
-			abortConn(s)
-			return
-		}
-	}
-	if in.authority {
-		h.Auth = r.id // see AttachChildWithAuthority
-	}
-	if h.Dst == r.id {
-		r.mu.RUnlock()
+	v := r.decide(in, &h)
+	switch {
+	case v.spoofed:
+		abortConn(s)
+		return
+	case v.local:
 		r.acceptHere(in, s, h, op)
 		return
-	}
-	out := r.routes[h.Dst].port
-	if out == nil && !in.IsParent {
-		out = r.parent
-	}
-	r.mu.RUnlock()
-	switch {
-	case out == nil:
-		r.refuseChannel(s, h, fmt.Sprintf("no route to %d, my ID is %d", h.Dst, r.id))
-		return
-	case !in.IsParent && !out.IsParent && !r.siblings && !in.authority && !out.authority:
-		r.refuseChannel(s, h, fmt.Sprintf("routing mode prevents forwarding from node %d to node %d (between child links to %d and %d), my ID is %d",
-			h.Src, h.Dst, in.PeerID, out.PeerID, r.id))
+	case v.refuse != "":
+		r.refuseChannel(s, h, v.refuse)
 		return
 	}
-	if !in.IsParent {
-		in.noteEgress(h.Dst)
-	}
+	out := v.out
 	ns, err := out.Link.OpenChannel()
 	if err != nil {
 		r.refuseChannel(s, h, fmt.Sprintf("%s: %v", out, err))

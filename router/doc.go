@@ -8,8 +8,16 @@
 // which routes exist is decided by the RouteMonitor (package routemonitor)
 // through AddRoute, DelRoute and FailPending.
 //
-// Lock order: Router.wmu (waiters) before Router.mu (FailPendingExcept asks
-// the route table while holding wmu), and Router.mu before Port.egressMu;
-// never the reverse. Handlers run on the read loop of the link
-// the message arrived on and must not block.
+// Sending: a message leaves through Route (frames from links, never
+// blocking) or Send/SendControl/SendUrgent/SendContext (messages this node
+// originates); all go through route, the one place that decides where a
+// frame goes, and obey the links' send rule (stream/queue.go): nothing on
+// a read loop waits for room in a queue. Handlers run on the read loop of
+// the link the message arrived on and must not block; Reply never does.
+//
+// Locks: Router.wmu (waiters) may be held while taking Router.mu for
+// reading (FailPendingExcept asks the route table through keep), never the
+// reverse. Router.mu, Port.egressMu, idAllocator.mu and channelTable's lock
+// are each released before any other lock is taken, and no lock is held
+// across a send, a wait for a reply or a call into the observer.
 package router

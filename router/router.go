@@ -424,55 +424,18 @@ func (r *Router) Route(m *Message) { _ = r.route(nil, m, sendNow) }
 // returns an error only for such a message, when the next hop would not
 // take it; everything else is answered with a dead reply.
 func (r *Router) route(ctx context.Context, m *Message, mode sendMode) error {
-	in := m.Port
-	r.mu.RLock()
-	if in != nil {
-		// Reverse-path check: the authority, and the source where it
-		// differs, must be routed via the link the message came in on.
-		if exp := r.expectedPort(m.Auth); exp != in {
-			r.mu.RUnlock()
-			r.dropSpoofed(m, "auth", m.Auth, exp)
-			return nil
-		}
-		if m.Src != m.Auth {
-			if exp := r.expectedPort(m.Src); exp != in {
-				r.mu.RUnlock()
-				r.dropSpoofed(m, "src", m.Src, exp)
-				return nil
-			}
-		}
-		if in.authority {
-			m.Auth = r.id
-		}
-	}
-	if m.Dst == r.id {
-		r.mu.RUnlock()
+	v := r.decide(m.Port, &m.Header)
+	switch {
+	case v.spoofed:
+		return nil
+	case v.local:
 		r.deliver(m)
 		return nil
-	}
-	out := r.routes[m.Dst].port
-	if out == nil {
-		if in != nil && in.IsParent {
-			// Never bounce parent traffic back up.
-			r.mu.RUnlock()
-			r.refuse(m, fmt.Sprintf("no route to %d, my ID is %d", m.Dst, r.id))
-			return nil
-		}
-		out = r.parent
-	}
-	r.mu.RUnlock()
-	if out == nil {
-		r.refuse(m, fmt.Sprintf("no route to %d, my ID is %d", m.Dst, r.id))
+	case v.refuse != "":
+		r.refuse(m, v.refuse)
 		return nil
 	}
-	if in != nil && !in.IsParent && !out.IsParent && !r.siblings && !in.authority && !out.authority {
-		r.refuse(m, fmt.Sprintf("routing mode prevents forwarding from node %d to node %d (between child links to %d and %d), my ID is %d",
-			m.Src, m.Dst, in.PeerID, out.PeerID, r.id))
-		return nil
-	}
-	if in != nil && !in.IsParent {
-		in.noteEgress(m.Dst)
-	}
+	out, in := v.out, m.Port
 	var err error
 	switch mode {
 	case sendControl:
@@ -503,6 +466,64 @@ func (r *Router) route(ctx context.Context, m *Message, mode sendMode) error {
 	return nil
 }
 
+// verdict is where a frame goes: to this node, out of a link, or nowhere.
+type verdict struct {
+	out     *Port  // the next hop
+	local   bool   // the frame is for this node
+	refuse  string // why it goes nowhere (a dead reply's reason)
+	spoofed bool   // dropped by the reverse-path check (logged, no reply)
+}
+
+// decide is the one place that decides where a frame goes: messages
+// (route) and channel opens (serveChannel) both ask it. in is the link the
+// frame arrived on, nil for one this node originates. It applies the
+// reverse-path check (rule 4), gives an authority link's frames this
+// node's authority (rewriting h.Auth), and then rule 1 (delivery), rule 2
+// (child routes win, the parent is the default, parent traffic is never
+// bounced back up) and rule 5 (no child-to-child forwarding unless
+// allowed), and records the egress of a forwarded frame (rule 7).
+func (r *Router) decide(in *Port, h *wire.Header) verdict {
+	r.mu.RLock()
+	if in != nil {
+		for _, f := range [...]struct {
+			name string
+			id   uint32
+		}{{"auth", h.Auth}, {"src", h.Src}} {
+			if exp := r.expectedPort(f.id); exp != in {
+				r.mu.RUnlock()
+				r.dropSpoofed(in, h, f.name, f.id, exp)
+				return verdict{spoofed: true}
+			}
+			if h.Src == h.Auth {
+				break
+			}
+		}
+		if in.authority {
+			h.Auth = r.id
+		}
+	}
+	if h.Dst == r.id {
+		r.mu.RUnlock()
+		return verdict{local: true}
+	}
+	out := r.routes[h.Dst].port
+	if out == nil && (in == nil || !in.IsParent) {
+		out = r.parent
+	}
+	r.mu.RUnlock()
+	switch {
+	case out == nil:
+		return verdict{refuse: fmt.Sprintf("no route to %d, my ID is %d", h.Dst, r.id)}
+	case in != nil && !in.IsParent && !out.IsParent && !r.siblings && !in.authority && !out.authority:
+		return verdict{refuse: fmt.Sprintf("routing mode prevents forwarding from node %d to node %d (between child links to %d and %d), my ID is %d",
+			h.Src, h.Dst, in.PeerID, out.PeerID, r.id)}
+	}
+	if in != nil && !in.IsParent {
+		in.noteEgress(h.Dst)
+	}
+	return verdict{out: out}
+}
+
 // expectedPort is the port traffic from id must arrive on: its child route,
 // else the parent. r.mu is held on entry.
 func (r *Router) expectedPort(id uint32) *Port {
@@ -512,15 +533,15 @@ func (r *Router) expectedPort(id uint32) *Port {
 	return r.parent
 }
 
-func (r *Router) dropSpoofed(m *Message, field string, claimed uint32, expected *Port) {
+func (r *Router) dropSpoofed(in *Port, h *wire.Header, field string, claimed uint32, expected *Port) {
 	r.spoofed.Add(1)
 	exp := "no link"
 	if expected != nil {
 		exp = expected.String()
 	}
 	r.log.Error("dropped spoofed frame: reverse-path check failed",
-		"field", field, "claimed", claimed, "auth", m.Auth, "src", m.Src, "dst", m.Dst,
-		"arrived_on", m.Port.String(), "expected", exp, "handle", m.Handle)
+		"field", field, "claimed", claimed, "auth", h.Auth, "src", h.Src, "dst", h.Dst,
+		"arrived_on", in.String(), "expected", exp, "handle", h.Handle)
 }
 
 // refuse answers m with a dead reply carrying reason, if m wants replies.
