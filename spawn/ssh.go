@@ -22,11 +22,12 @@ type SSHOptions struct {
 }
 
 // sshDefaults come before the user's options. BatchMode: never a prompt
-// (it would hang a tree). The keepalive notices a dead peer within 45 s
-// even when the link is idle. -T: never a PTY, which would corrupt the
-// stream. The user's -o options come later, but ssh takes the first value
-// it sees for an option, so these win.
-var sshDefaults = []string{"-T", "-o", "BatchMode=yes", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3"}
+// (it would hang a tree). -T: never a PTY, which would corrupt the stream.
+// No ServerAliveInterval: the tree's heartbeat is the one liveness
+// mechanism, with the thresholds the operator set; an ssh keepalive would
+// cut a hop on its own clock as a bare EOF. The user's -o options come
+// later, but ssh takes the first value it sees for an option, so these win.
+var sshDefaults = []string{"-T", "-o", "BatchMode=yes"}
 
 // sshTarget is "[user@]host[:port]" taken apart.
 type sshTarget struct {

@@ -38,7 +38,7 @@ func TestSSHArgv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"/opt/ssh", "-T", "-o", "BatchMode=yes", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3",
+	want := []string{"/opt/ssh", "-T", "-o", "BatchMode=yes",
 		"-F", "/etc/cfg", "-o", "ProxyJump=bastion", "-p", "2200", "-l", "bob", "--", "db1", "CMD"}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("argv %q\nwant %q", got, want)
