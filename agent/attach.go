@@ -28,7 +28,7 @@ func Attach(conn io.ReadWriteCloser, o Options, helloTimeout time.Duration) (*No
 	}
 	l, hello, err := stream.Accept(conn, lcfg, os.Getpid())
 	if err != nil {
-		return nil, fmt.Errorf("arbor: attaching to the tree: %w", err)
+		return nil, fmt.Errorf("%w (attaching to the tree)", err)
 	}
 	cfg := router.FromHello(hello)
 	cfg.Logger = o.Logger.Named(hello.Name)

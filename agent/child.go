@@ -45,7 +45,7 @@ func RunChildWith(reg *funcs.Registry) error {
 	lcfg.Logger = log
 	l, hello, err := stream.Accept(conn, lcfg, os.Getpid())
 	if err != nil {
-		return fmt.Errorf("arbor agent %d: %w", os.Getpid(), err)
+		return fmt.Errorf("%w (agent pid %d)", err, os.Getpid())
 	}
 	log = log.Named(hello.Name)
 	cfg := router.FromHello(hello)

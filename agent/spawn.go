@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -43,7 +44,13 @@ type SpawnResult struct {
 
 func (n *Node) registerSpawn(reg *funcs.Registry) {
 	funcs.Register(reg, "agent.spawn", func(ctx context.Context, _ *funcs.Call, req SpawnRequest) (SpawnResult, error) {
-		return n.spawn(ctx, req)
+		res, err := n.spawn(ctx, req)
+		if err != nil && !errors.As(err, new(*spawn.HopError)) {
+			// The caller's HopFailed leaves this error as it is: it
+			// must name the hop itself.
+			err = fmt.Errorf("%w (spawning %s)", err, spawn.Hop{Method: req.Method, Target: req.Target})
+		}
+		return res, err
 	})
 	funcs.Register(reg, "agent.binary", func(ctx context.Context, c *funcs.Call, req BinaryRequest) ([]byte, error) {
 		return n.serveBinary(ctx, c, req)
@@ -177,11 +184,28 @@ func (n *Node) SpawnPath(ctx context.Context, hops []spawn.Hop) ([]*arborctx.Rem
 			}
 		}
 		if err != nil {
-			return out, fmt.Errorf("hop %d (%s): %w", i+1, hop, err)
+			return out, HopFailed(err, i, hop, "")
 		}
 		out = append(out, n.Remote(res.ID, res.Name))
 	}
 	return out, nil
+}
+
+// HopFailed is the error of a path whose hop i (from 0) failed with err.
+// A *spawn.HopError, or the failure of agent.spawn on the node before the
+// hop (a *funcs.RemoteError), already names the node being spawned and its
+// hop, and is returned as it is; any other error (ours, with its prefix)
+// gets the hop behind it: "... (hop 2 (local) of local/local)". path may
+// be "".
+func HopFailed(err error, i int, hop spawn.Hop, path string) error {
+	var re *funcs.RemoteError
+	if errors.As(err, new(*spawn.HopError)) || (errors.As(err, &re) && re.Fn == "agent.spawn") {
+		return err
+	}
+	if path != "" {
+		return fmt.Errorf("%w (hop %d (%s) of %s)", err, i+1, hop, path)
+	}
+	return fmt.Errorf("%w (hop %d (%s))", err, i+1, hop)
 }
 
 // defaultName names a child after its hop: local children by PID (the
@@ -233,7 +257,7 @@ func (n *Node) binaries(req SpawnRequest) *spawn.Binaries {
 			defer root.Release()
 			err := root.Call(ctx, "agent.binary", BinaryRequest{Platform: platform}, &data)
 			if err != nil {
-				return nil, fmt.Errorf("asking the root for an agent binary for %s: %w", platform, err)
+				return nil, fmt.Errorf("%w (asking the root for an agent binary for %s)", err, platform)
 			}
 			return data, nil
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/arbor-project/arbor/internal/errs"
 	"io"
 	"os"
 	"sync"
@@ -213,7 +214,7 @@ func execStream(ctx context.Context, c *funcs.Call, a ExecStreamArgs) (ExecStrea
 		return fail(err)
 	}
 	if err := out.write(recExit, body); err != nil {
-		return res, fmt.Errorf("%s: sending exit status: %w", a.Argv[0], err)
+		return res, fmt.Errorf("%w (%s: sending exit status)", err, a.Argv[0])
 	}
 	_ = ch.CloseWrite()
 	return res, nil
@@ -296,7 +297,7 @@ func ExecStream(ctx context.Context, rm *arborctx.Remote, a ExecStreamArgs, stdi
 	case werr != nil:
 		return 0, werr
 	case rerr != nil:
-		return 0, fmt.Errorf("arbor: exec on node %d (%s): %w", rm.ID(), rm.Name(), rerr)
+		return 0, errs.Wrap(rerr, fmt.Sprintf("exec on node %d (%s)", rm.ID(), rm.Name()))
 	}
 	return status, nil
 }
@@ -324,7 +325,7 @@ func readOutput(ch *router.Channel, stdout, stderr io.Writer) (int, error) {
 	for {
 		typ, body, err := readRecord(r, buf)
 		if err != nil {
-			return 0, fmt.Errorf("output cut short: %w", err)
+			return 0, errs.Wrap(err, "output cut short")
 		}
 		switch typ {
 		case recStdout:

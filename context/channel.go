@@ -2,7 +2,6 @@ package context
 
 import (
 	"context"
-	"fmt"
 	"sync"
 
 	"github.com/arbor-project/arbor/router"
@@ -17,7 +16,7 @@ func (rm *Remote) OpenChannel(ctx context.Context, service string) (*router.Chan
 	}
 	ch, err := rm.r.OpenChannel(ctx, rm.id, service)
 	if err != nil {
-		return nil, fmt.Errorf("arbor: channel to node %d (%s): %w", rm.id, rm.name, err)
+		return nil, wrap(err, "channel to node %d (%s)", rm.id, rm.name)
 	}
 	return ch, nil
 }

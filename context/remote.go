@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/arbor-project/arbor/funcs"
+	"github.com/arbor-project/arbor/internal/errs"
 	"github.com/arbor-project/arbor/routemonitor"
 	"github.com/arbor-project/arbor/router"
 	"github.com/arbor-project/arbor/stream/wire"
@@ -146,7 +147,7 @@ func (rm *Remote) Start(ctx context.Context, fn string, args any) (*PendingCall,
 	if args != nil {
 		raw, err := wire.Marshal(args)
 		if err != nil {
-			return nil, fmt.Errorf("arbor: call %s on node %d (%s): %w", fn, rm.id, rm.name, err)
+			return nil, wrap(err, "call %s on node %d (%s)", fn, rm.id, rm.name)
 		}
 		req.Args = raw
 	}
@@ -159,7 +160,7 @@ func (rm *Remote) Start(ctx context.Context, fn string, args any) (*PendingCall,
 	}
 	p, err := rm.r.BeginContext(ctx, rm.id, wire.HandleCall, body)
 	if err != nil {
-		return nil, fmt.Errorf("arbor: call %s on node %d (%s): %w", fn, rm.id, rm.name, err)
+		return nil, wrap(err, "call %s on node %d (%s)", fn, rm.id, rm.name)
 	}
 	return &PendingCall{rm: rm, ctx: ctx, fn: fn, p: p}, nil
 }
@@ -172,11 +173,11 @@ func (c *PendingCall) Wait(out any) error {
 		if c.ctx.Err() != nil && errors.Is(err, c.ctx.Err()) {
 			c.cancelRemote()
 		}
-		return fmt.Errorf("arbor: call %s on node %d (%s): %w", c.fn, c.rm.id, c.rm.name, err)
+		return wrap(err, "call %s on node %d (%s)", c.fn, c.rm.id, c.rm.name)
 	}
 	var rep wire.CallReply
 	if err := wire.Unmarshal(msg.Payload, &rep); err != nil {
-		return fmt.Errorf("arbor: reply to %s from node %d (%s): %w", c.fn, c.rm.id, c.rm.name, err)
+		return wrap(err, "reply to %s from node %d (%s)", c.fn, c.rm.id, c.rm.name)
 	}
 	if rep.Error != nil {
 		return funcs.FromWire(rep.Error)
@@ -185,7 +186,7 @@ func (c *PendingCall) Wait(out any) error {
 		return nil
 	}
 	if err := wire.Unmarshal(rep.Result, out); err != nil {
-		return fmt.Errorf("arbor: result of %s from node %d (%s): %w", c.fn, c.rm.id, c.rm.name, err)
+		return wrap(err, "result of %s from node %d (%s)", c.fn, c.rm.id, c.rm.name)
 	}
 	return nil
 }
@@ -219,7 +220,19 @@ func (rm *Remote) Shutdown(ctx context.Context) error {
 func (rm *Remote) Ping(ctx context.Context) (time.Duration, error) {
 	start := time.Now()
 	if _, err := rm.r.Request(ctx, rm.id, wire.HandlePing, nil); err != nil {
-		return 0, fmt.Errorf("arbor: ping node %d (%s): %w", rm.id, rm.name, err)
+		return 0, wrap(err, "ping node %d (%s)", rm.id, rm.name)
 	}
 	return time.Since(start), nil
+}
+
+// wrap adds what this node was doing to err. err is one of ours (the
+// router's, the codec's), which carries the "arbor: " prefix, so the
+// context goes behind it; a context's end is not ours, and makes this the
+// leaf: "arbor: call agent.sleep on node 2 (a/b): context canceled".
+func wrap(err error, format string, a ...any) error {
+	what := fmt.Sprintf(format, a...)
+	if errs.IsContext(err) {
+		return fmt.Errorf("%s%s: %w", errs.Prefix, what, err)
+	}
+	return fmt.Errorf("%w (%s)", err, what)
 }

@@ -88,7 +88,7 @@ func Dial(ctx context.Context, path string, o agent.Options) (*agent.Node, error
 	}
 	n, err := agent.Attach(conn, o, hello)
 	if err != nil {
-		return nil, fmt.Errorf("arbor: attaching to arbor serve at %s: %w", path, err)
+		return nil, fmt.Errorf("%w (attaching to arbor serve at %s)", err, path)
 	}
 	return n, nil
 }

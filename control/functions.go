@@ -134,7 +134,7 @@ func (s *Server) spawnPath(ctx context.Context, a SpawnArgs) (SpawnResult, error
 			if built != nil {
 				s.rollback(*built)
 			}
-			return SpawnResult{}, fmt.Errorf("hop %d (%s) of %s: %w", i+1, hop, a.Path, err)
+			return SpawnResult{}, agent.HopFailed(err, i, hop, a.Path)
 		}
 		parent, parentName, last = res.ID, res.Name, SpawnResult{ID: res.ID, Name: res.Name}
 		if built == nil {

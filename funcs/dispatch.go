@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/arbor-project/arbor/internal/errs"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -198,7 +199,7 @@ func (d *Dispatcher) run(ctx context.Context, m *router.Message, e *entry, req w
 		err = &wire.TooLargeError{Size: uint64(len(body)), Max: d.r.MaxMessage()}
 	}
 	if err != nil {
-		d.fail(m, req.Fn, KindError, "result: "+err.Error())
+		d.fail(m, req.Fn, KindError, "result: "+errs.Reason(err))
 		return
 	}
 	if err := d.r.ReplyContext(d.base, m, body); err != nil {

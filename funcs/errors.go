@@ -3,6 +3,9 @@ package funcs
 import (
 	"errors"
 	"fmt"
+	"strings"
+
+	"github.com/arbor-project/arbor/internal/errs"
 
 	"github.com/arbor-project/arbor/stream/wire"
 )
@@ -28,6 +31,11 @@ var (
 )
 
 // RemoteError is a function's failure on a remote node.
+//
+// Message is the remote error's text. It is no error of this process: the
+// RemoteError is the leaf here and carries the one "arbor: " prefix, so a
+// Message that starts with the remote's own prefix (as Arbor's errors do)
+// is printed without it: "arbor: node 2 (a/b): fs.send: source /x: ...".
 type RemoteError struct {
 	NodeID  uint32
 	Node    string
@@ -37,7 +45,7 @@ type RemoteError struct {
 }
 
 func (e *RemoteError) Error() string {
-	return fmt.Sprintf("arbor: node %d (%s): %s: %s", e.NodeID, e.Node, e.Fn, e.Message)
+	return fmt.Sprintf("%snode %d (%s): %s: %s", errs.Prefix, e.NodeID, e.Node, e.Fn, strings.TrimPrefix(e.Message, errs.Prefix))
 }
 
 func (e *RemoteError) Is(target error) bool {

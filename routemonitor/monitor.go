@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/arbor-project/arbor/internal/errs"
 	"github.com/arbor-project/arbor/router"
 	"github.com/arbor-project/arbor/stream/wire"
 	"github.com/hashicorp/go-hclog"
@@ -196,7 +197,7 @@ func (m *Monitor) onAddRoute(msg *router.Message) {
 	var ar wire.AddRoute
 	if err := wire.Unmarshal(msg.Payload, &ar); err != nil {
 		m.log.Error("ADD_ROUTE refused: bad payload; closing link", "link", p.String(), "error", err)
-		p.Link.Abort(fmt.Errorf("bad ADD_ROUTE payload: %w", err))
+		p.Link.Abort(fmt.Errorf("%w (ADD_ROUTE payload)", err))
 		return
 	}
 	if err := m.r.AddRoute(ar.ID, ar.Name, p); err != nil {
@@ -226,7 +227,7 @@ func (m *Monitor) onDelRoute(msg *router.Message) {
 	var dr wire.DelRoute
 	if err := wire.Unmarshal(msg.Payload, &dr); err != nil {
 		m.log.Error("DEL_ROUTE refused: bad payload; closing link", "link", p.String(), "error", err)
-		p.Link.Abort(fmt.Errorf("bad DEL_ROUTE payload: %w", err))
+		p.Link.Abort(fmt.Errorf("%w (DEL_ROUTE payload)", err))
 		return
 	}
 	owner, _, routed := m.r.Lookup(dr.ID)
@@ -286,7 +287,7 @@ func describeCause(err error) string {
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 		return "EOF"
 	}
-	return err.Error()
+	return errs.Reason(err) // the cause is told inside a DisconnectError, which has the prefix
 }
 
 // Subscriptions is how many subscriptions are in place.

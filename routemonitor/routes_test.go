@@ -406,7 +406,7 @@ func TestLinkCutWithdrawsSubtree(t *testing.T) {
 					// (its link to c closed while its parent link was still up);
 					// either cause is right, but every node must agree on it.
 					causeA := fmt.Sprintf("link from node %d to node %d (a/b) lost: %s", a.ID(), b.ID(), mode.why)
-					causeB := fmt.Sprintf("link from node %d to node %d (a/b/c) lost: arbor: link closed", b.ID(), c.ID())
+					causeB := fmt.Sprintf("link from node %d to node %d (a/b/c) lost: link closed", b.ID(), c.ID())
 					names := map[uint32]string{b.ID(): "a/b", c.ID(): "a/b/c", d.ID(): "a/b/c/d"}
 					for id := range names {
 						evA.waitFor(t, fmt.Sprintf("del_route %d", id), func(e routemonitor.Event) bool {

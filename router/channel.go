@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/arbor-project/arbor/internal/errs"
 	"io"
 	"net"
 	"sync"
@@ -161,7 +162,7 @@ func (r *Router) OpenChannel(ctx context.Context, dst uint32, service string) (*
 	}
 	s, err := out.Link.OpenChannel()
 	if err != nil {
-		return nil, fmt.Errorf("arbor: channel to node %d: %s: %w", dst, out, err)
+		return nil, errs.Wrap(err, fmt.Sprintf("channel to node %d: %s", dst, out))
 	}
 	fail := func(err error) (*Channel, error) {
 		_ = s.SetDeadline(time.Now())
@@ -208,13 +209,13 @@ func (r *Router) openErr(ctx context.Context, dst uint32, out *Port, err error) 
 	}
 	select {
 	case <-out.Link.Done():
-		return fmt.Errorf("arbor: channel to node %d: %s: %w", dst, out, out.Link.Err())
+		return errs.Wrap(out.Link.Err(), fmt.Sprintf("channel to node %d: %s", dst, out))
 	default:
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return fmt.Errorf("arbor: channel to node %d: closed before it was accepted", dst)
 	}
-	return fmt.Errorf("arbor: channel to node %d: %w", dst, err)
+	return errs.Wrap(err, fmt.Sprintf("channel to node %d", dst))
 }
 
 // channelRefusal is a DeadError for a channel; it matches ErrDead and
@@ -222,7 +223,7 @@ func (r *Router) openErr(ctx context.Context, dst uint32, out *Port, err error) 
 type channelRefusal struct{ DeadError }
 
 func (e *channelRefusal) Error() string {
-	return fmt.Sprintf("arbor: channel refused (node %d): %s", e.Node, e.Reason)
+	return fmt.Sprintf("arbor: channel refused (node %d): %s", e.Node, reason(e.Reason))
 }
 
 func (e *channelRefusal) Is(target error) bool {
@@ -405,11 +406,11 @@ func (r *Router) splice(ap *Port, a net.Conn, bp *Port, b net.Conn, h wire.Heade
 		_, err := io.CopyBuffer(dst, src, *bp)
 		select {
 		case <-srcPort.Link.Done():
-			err = fmt.Errorf("%s: %v", srcPort, srcPort.Link.Err())
+			err = fmt.Errorf("%s: %s", srcPort, errs.Reason(srcPort.Link.Err()))
 		default:
 		}
 		if err != nil {
-			abort(err.Error())
+			abort(errs.Reason(err))
 			return
 		}
 		dst.Close() // half close: EOF travels on

@@ -3,6 +3,8 @@ package router
 import (
 	"errors"
 	"fmt"
+	"github.com/arbor-project/arbor/internal/errs"
+	"strings"
 )
 
 // Sentinel errors; check them with errors.Is.
@@ -33,7 +35,7 @@ type DeadError struct {
 }
 
 func (e *DeadError) Error() string {
-	return fmt.Sprintf("arbor: message not delivered (node %d): %s", e.Node, e.Reason)
+	return fmt.Sprintf("arbor: message not delivered (node %d): %s", e.Node, reason(e.Reason))
 }
 
 func (e *DeadError) Is(target error) bool { return target == ErrDead }
@@ -47,9 +49,15 @@ type DisconnectError struct {
 
 func (e *DisconnectError) Error() string {
 	if e.Name != "" {
-		return fmt.Sprintf("arbor: node %d (%s) disconnected: %s", e.ID, e.Name, e.Cause)
+		return fmt.Sprintf("arbor: node %d (%s) disconnected: %s", e.ID, e.Name, reason(e.Cause))
 	}
-	return fmt.Sprintf("arbor: node %d disconnected: %s", e.ID, e.Cause)
+	return fmt.Sprintf("arbor: node %d disconnected: %s", e.ID, reason(e.Cause))
 }
 
 func (e *DisconnectError) Is(target error) bool { return target == ErrDisconnected }
+
+// reason is a reason or cause as it reads inside one of this package's
+// errors. It is text (it may come from another node, and be an error's
+// message there): the error that carries it is the leaf and has the one
+// "arbor: " prefix, so the text's own is not repeated.
+func reason(s string) string { return strings.TrimPrefix(s, errs.Prefix) }

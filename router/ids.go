@@ -6,6 +6,7 @@ import (
 	"math"
 	"sync"
 
+	"github.com/arbor-project/arbor/internal/errs"
 	"github.com/arbor-project/arbor/stream/wire"
 )
 
@@ -94,11 +95,14 @@ func (r *Router) requestIDBlock(ctx context.Context) (wire.IDBlock, error) {
 	}
 	reply, err := r.Request(ctx, wire.RootID, wire.HandleAllocateID, body)
 	if err != nil {
-		return wire.IDBlock{}, fmt.Errorf("arbor: node %d: allocating IDs from the root: %w", r.id, err)
+		if errs.IsContext(err) {
+			return wire.IDBlock{}, fmt.Errorf("arbor: node %d: allocating IDs from the root: %w", r.id, err)
+		}
+		return wire.IDBlock{}, fmt.Errorf("%w (node %d allocating IDs from the root)", err, r.id)
 	}
 	var blk wire.IDBlock
 	if err := wire.Unmarshal(reply.Payload, &blk); err != nil {
-		return wire.IDBlock{}, fmt.Errorf("arbor: node %d: ID block from the root: %w", r.id, err)
+		return wire.IDBlock{}, fmt.Errorf("%w (ID block from the root to node %d)", err, r.id)
 	}
 	if blk.Count == 0 || uint64(blk.Start)+uint64(blk.Count) > math.MaxUint32 || blk.Start == wire.RootID {
 		return wire.IDBlock{}, fmt.Errorf("arbor: node %d: root sent a bad ID block [%d, +%d)", r.id, blk.Start, blk.Count)

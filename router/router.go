@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/arbor-project/arbor/internal/errs"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -454,14 +455,14 @@ func (r *Router) route(ctx context.Context, m *Message, mode sendMode) error {
 	switch {
 	case in == nil && !errors.As(err, &tl):
 		// The originator hears it now, not from a dead reply.
-		return fmt.Errorf("%s: %w", out, err)
+		return fmt.Errorf("%w (%s)", err, out)
 	case errors.As(err, &tl):
 		r.refuse(m, tl.Reason())
 	case errors.Is(err, stream.ErrQueueFull):
 		r.congested.Add(1)
-		r.refuse(m, err.Error())
+		r.refuse(m, errs.Reason(err))
 	default:
-		r.refuse(m, fmt.Sprintf("%s: %v", out, err))
+		r.refuse(m, fmt.Sprintf("%s: %s", out, errs.Reason(err)))
 	}
 	return nil
 }

@@ -783,7 +783,7 @@ func TestRequestUnblock(t *testing.T) {
 				}
 				select {
 				case err := <-alloc:
-					want := fmt.Sprintf("arbor: node %d: allocating IDs from the root: arbor: node 0 disconnected: %s", a.ID(), cause)
+					want := fmt.Sprintf("arbor: node 0 disconnected: %s (node %d allocating IDs from the root)", cause, a.ID())
 					if !errors.Is(err, router.ErrDisconnected) || err.Error() != want {
 						t.Fatalf("AllocateID: got %v, want %q", err, want)
 					}
@@ -797,7 +797,7 @@ func TestRequestUnblock(t *testing.T) {
 				var dead *router.DeadError
 				if !errors.As(err, &dead) || dead.Node != a.ID() ||
 					(dead.Reason != fmt.Sprintf("no route to 0, my ID is %d", a.ID()) &&
-						!strings.HasPrefix(dead.Reason, "parent link (node 0): arbor: link closed")) {
+						!strings.HasPrefix(dead.Reason, "parent link (node 0): link closed")) {
 					t.Fatalf("a → root after the loss: got %v, want a dead reply from node %d", err, a.ID())
 				}
 				if n := a.R.PendingCount(); n != 0 {

@@ -241,7 +241,7 @@ func startRemote(ctx context.Context, method, hop string, argv func(script strin
 	// serves it even when dynamic. Every other hop may reach another libc.
 	table, err := bins.table(method == "sudo")
 	if err != nil {
-		return fail(fmt.Errorf("arbor: spawning %s (%s): %w", name, hop, err))
+		return fail(fmt.Errorf("%w (spawning %s over %s)", err, name, hop))
 	}
 	script, err := bootstrapScript(table, o.Env)
 	if err != nil {

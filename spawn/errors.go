@@ -45,6 +45,10 @@ type HopError struct {
 	Detail string // what happened, in words
 	Status string // how the process ended ("exit status 255"), if it did
 	Stderr string // the last lines of its stderr
+	// Err is the failure underneath, if any (the link's hello error of a
+	// local child). It is matched through Unwrap but not printed: Detail
+	// says what happened.
+	Err error
 }
 
 func (e *HopError) Error() string {
@@ -63,8 +67,14 @@ func (e *HopError) Error() string {
 	return b.String()
 }
 
-// Unwrap makes errors.Is(err, ErrAuthRefused) and the like work.
-func (e *HopError) Unwrap() error { return e.Kind }
+// Unwrap makes errors.Is(err, ErrAuthRefused) and the like work, and
+// reaches Err.
+func (e *HopError) Unwrap() []error {
+	if e.Err == nil {
+		return []error{e.Kind}
+	}
+	return []error{e.Kind, e.Err}
+}
 
 // sshFailures map ssh's own messages (it exits 255) to an error kind and
 // the words a user sees. Order matters: the first match wins.

@@ -51,8 +51,12 @@ func Local(ctx context.Context, o LocalOptions) (*stream.Link, *Process, wire.He
 	}
 	hello := o.Hello
 	hello.Name = strings.ReplaceAll(hello.Name, "%d", fmt.Sprint(p.PID()))
+	timeout := stream.DefaultConfig().HelloTimeout
+	if o.Link != nil {
+		timeout = o.Link.HelloTimeout
+	}
 	l, ack, err := openLink(ctx, p, conn, hello, o.Link, func(err error) error {
-		return p.startError(hello.Name, err)
+		return p.startError(hello.Name, timeout, err)
 	})
 	if err != nil {
 		return nil, nil, wire.HelloAck{}, err

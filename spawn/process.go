@@ -170,28 +170,20 @@ func (p *Process) settle(timedOut bool) {
 }
 
 // startError explains why a local child did not come up, once it is
-// reaped. The error wraps the cause (stream.ErrConnectTimeout and
-// ErrConnectTimeout for a timeout), which carries the "arbor:" prefix.
-func (p *Process) startError(name string, err error) error {
+// reaped: a *HopError, like a remote hop's, that names the node and the
+// hop, says "connection timed out" (ErrConnectTimeout) or how the child
+// ended (ErrBootstrap), and unwraps to the link's error too.
+func (p *Process) startError(name string, timeout time.Duration, err error) error {
 	p.settle(isTimeout(err))
-	var detail string
-	if tailText := strings.TrimSpace(p.StderrTail()); tailText != "" {
-		detail = "; child stderr:\n" + tailText
-	}
+	he := &HopError{Node: name, Hop: "local", Stderr: p.StderrTail(), Err: err}
 	if isTimeout(err) {
-		return fmt.Errorf("spawning %s: %w%s", name, &timeoutError{err}, detail)
+		he.Kind, he.Detail = ErrConnectTimeout, fmt.Sprintf("connection timed out after %s", timeout.Round(time.Millisecond))
+		return he
 	}
-	status, _ := p.exitStatus()
-	return fmt.Errorf("spawning %s: child exited before the link came up (%s)%s: %w", name, status, detail, err)
+	he.Kind, he.Detail = ErrBootstrap, "child exited before the link came up"
+	he.Status, _ = p.exitStatus()
+	return he
 }
-
-// timeoutError is a hello that timed out: it reads as ErrConnectTimeout
-// and matches it, and unwraps to the link's error.
-type timeoutError struct{ cause error }
-
-func (e *timeoutError) Error() string        { return ErrConnectTimeout.Error() }
-func (e *timeoutError) Is(target error) bool { return target == ErrConnectTimeout }
-func (e *timeoutError) Unwrap() error        { return e.cause }
 
 // isTimeout reports whether the hello exchange with a child timed out.
 func isTimeout(err error) bool {

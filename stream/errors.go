@@ -29,7 +29,7 @@ type QueueFullError struct {
 }
 
 func (e *QueueFullError) Error() string {
-	return fmt.Sprintf("link to node %d congested: send queue full (%d frames)", e.Peer, e.Frames)
+	return fmt.Sprintf("arbor: link to node %d congested: send queue full (%d frames)", e.Peer, e.Frames)
 }
 
 // Is makes errors.Is(err, ErrQueueFull) true.

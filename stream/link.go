@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/arbor-project/arbor/internal/errs"
 	"github.com/arbor-project/arbor/stream/wire"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/yamux"
@@ -92,7 +93,7 @@ func Open(conn io.ReadWriteCloser, hello wire.Hello, cfg *Config) (*Link, wire.H
 	fail := func(err error) (*Link, wire.HelloAck, error) {
 		sess.Close()
 		conn.Close()
-		return nil, wire.HelloAck{}, fmt.Errorf("%w with node %d (%s): %w", ErrHello, hello.ID, hello.Name, err)
+		return nil, wire.HelloAck{}, &errs.Kind{Kind: ErrHello, Context: fmt.Sprintf(" with node %d (%s)", hello.ID, hello.Name), Cause: err}
 	}
 	// The deadline is taken before the stream is opened: yamux's own
 	// stream-open timeout (also HelloTimeout) then cannot expire before it.
@@ -140,7 +141,7 @@ func Accept(conn io.ReadWriteCloser, cfg *Config, pid int) (*Link, wire.Hello, e
 	fail := func(err error) (*Link, wire.Hello, error) {
 		sess.Close()
 		conn.Close()
-		return nil, wire.Hello{}, fmt.Errorf("%w with parent: %w", ErrHello, err)
+		return nil, wire.Hello{}, &errs.Kind{Kind: ErrHello, Context: " with parent", Cause: err}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.HelloTimeout)
 	defer cancel()
@@ -346,7 +347,7 @@ func (l *Link) check(h *wire.Header, payload []byte) error {
 
 func (l *Link) closedErr() error {
 	if err := l.Err(); err != nil {
-		return fmt.Errorf("%w: %w", ErrLinkClosed, err)
+		return &errs.Kind{Kind: ErrLinkClosed, Cause: err}
 	}
 	return ErrLinkClosed
 }

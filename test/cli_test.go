@@ -274,7 +274,7 @@ func TestBadInput(t *testing.T) {
 		{"unknown function", []string{"call", "--to", "local/local", "no.such"}, 2,
 			regexp.MustCompile(`^arbor: node \d+ \((local\.\d+/local\.\d+)\): no.such: unknown function no.such on node (local\.\d+/local\.\d+)\n$`)},
 		{"ssh host not resolved", []string{"exec", "--to", "ssh:db1.invalid", "--", "true"}, 255,
-			regexp.MustCompile(`^arbor: hop 1 \(ssh:db1.invalid\): spawning ssh:db1.invalid: host name not resolved \(exit status 255\)`)},
+			regexp.MustCompile(`^arbor: spawning ssh:db1.invalid: host name not resolved \(exit status 255\)`)},
 		{"unknown hop method", []string{"call", "--to", "local/telnet:db1", "agent.ping"}, 2,
 			regexp.MustCompile(`^arbor: bad path: hop 2 "telnet:db1": unknown method "telnet" \(want local, ssh:HOST or sudo:USER\)\n$`)},
 		{"command not found", []string{"exec", "--to", "local/local", "--", "no-such-command-4711", "arg"}, 127,
@@ -314,7 +314,7 @@ func TestUnreachableExit255(t *testing.T) {
 		// The last line is the reason. (Log lines may precede it: yamux
 		// sometimes logs an ERROR for the write that the cancelled hello
 		// could not finish.)
-		re := regexp.MustCompile(`(?:^|\n)arbor: hop 1 \(local\): spawning local\.\d+: context deadline exceeded\n$`)
+		re := regexp.MustCompile(`(?:^|\n)arbor: spawning local\.\d+: context deadline exceeded \(hop 1 \(local\)\)\n$`)
 		if !re.Match(res.stderr) || len(res.stdout) != 0 {
 			t.Fatalf("arbor %q: stderr %q does not match %q", args, res.stderr, re)
 		}
@@ -349,10 +349,11 @@ func TestOneTarget(t *testing.T) {
 
 // TestConnectTimeoutSaidOnce: a hop that is not up within
 // --connect-timeout is exit 255, and the reason reads "connection timed
-// out" once (it used to be said twice, by the link and by spawn).
+// out" once (it used to be said twice, by the link and by spawn), in a
+// *spawn.HopError that names the node and its hop, as a remote hop's does.
 func TestConnectTimeoutSaidOnce(t *testing.T) {
 	res := runArbor(t, "--connect-timeout", "1ms", "exec", "--to", "local", "--", "true")
-	re := regexp.MustCompile(`(?:^|\n)arbor: hop 1 \(local\): spawning local\.\d+: connection timed out(?:\n$|; child stderr:\n)`)
+	re := regexp.MustCompile(`(?:^|\n)arbor: spawning local\.\d+ \(local\): connection timed out after 1ms(?:\n$|; stderr:\n)`)
 	if res.code != 255 || !re.Match(res.stderr) || strings.Count(string(res.stderr), "connection timed out") != 1 {
 		t.Fatalf("got %s\nwant exit 255 and stderr matching %s, the reason said once", res, re)
 	}

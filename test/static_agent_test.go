@@ -58,9 +58,9 @@ func TestDynamicAgentRefused(t *testing.T) {
 		"build arbor static with `CGO_ENABLED=0 go build -o arbor ./cmd/arbor`, or build one with `CGO_ENABLED=0 GOOS=linux GOARCH=" +
 		regexp.QuoteMeta(strings.TrimPrefix(spawn.ThisPlatform, "linux/")) + " go build -o DIR/" + agentFile + " ./cmd/arbor` and pass --agent-dir DIR"
 	for _, tc := range []struct{ path, prefix string }{
-		{host, `^arbor: hop 1 \(ssh:arbortest\): spawning ssh:arbortest: `},
+		{host, `^arbor: spawning ssh:arbortest: `},
 		// The intermediate is the same dynamic binary, re-executed.
-		{"local/" + host, `^arbor: hop 2 \(ssh:arbortest\): node \d+ \(local\.\d+\): agent\.spawn: spawning local\.\d+/ssh:arbortest: `},
+		{"local/" + host, `^arbor: node \d+ \(local\.\d+\): agent\.spawn: spawning local\.\d+/ssh:arbortest: `},
 	} {
 		want := regexp.MustCompile(tc.prefix + detail)
 		res := runBinary(t, dyn, nil, arborArgs(sshFlags(s), []string{"exec", "--to", tc.path, "--", "id", "-un"})...)

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
+	"github.com/arbor-project/arbor/internal/errs"
 	"github.com/arbor-project/arbor/stream/wire"
 )
 
@@ -176,7 +178,7 @@ func cutShort(err error) error {
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return errCutShort
 	}
-	return fmt.Errorf("%w: %w", errCutShort, err)
+	return &errs.Kind{Kind: errCutShort, Cause: err}
 }
 
 // peerError is the error the other end reported in an 'x' record.
@@ -185,7 +187,11 @@ type peerError struct {
 	msg  string
 }
 
-func (e *peerError) Error() string { return e.role + ": " + e.msg }
+// Error is a leaf of this node: the peer's words follow its prefix, which
+// they do not repeat.
+func (e *peerError) Error() string {
+	return errs.Prefix + e.role + ": " + strings.TrimPrefix(e.msg, errs.Prefix)
+}
 
 func decodePeerError(role string, body []byte) error {
 	var msg string

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/arbor-project/arbor/internal/errs"
 	"github.com/arbor-project/arbor/stream/wire"
 	"golang.org/x/sys/unix"
 )
@@ -53,10 +54,10 @@ func Receive(ctx context.Context, c Conn, dest string, o Options) (Summary, erro
 	}
 	sum.Seconds = time.Since(start).Seconds()
 	if err := rw.writeCBOR(recOK, sum); err != nil {
-		return sum, fmt.Errorf("%w: %w", errCutShort, err)
+		return sum, &errs.Kind{Kind: errCutShort, Cause: err}
 	}
 	if err := rw.flush(); err != nil {
-		return sum, fmt.Errorf("%w: %w", errCutShort, err)
+		return sum, &errs.Kind{Kind: errCutShort, Cause: err}
 	}
 	_ = c.CloseWrite()
 	return sum, nil
@@ -97,7 +98,7 @@ func (rc *receiver) run(dest string) (Summary, error) {
 		return sum, fmt.Errorf("arbor: transfer: expected a begin record, got %q", typ)
 	}
 	if err := wire.Unmarshal(body, &b); err != nil {
-		return sum, fmt.Errorf("arbor: transfer: begin record: %w", err)
+		return sum, fmt.Errorf("%w (transfer: begin record)", err)
 	}
 	if err := rc.resolveRoot(dest, b); err != nil {
 		return sum, local(err)
@@ -116,7 +117,7 @@ func (rc *receiver) run(dest string) (Summary, error) {
 		case recEnd:
 			var e endRec
 			if err := wire.Unmarshal(body, &e); err != nil {
-				return sum, fmt.Errorf("arbor: transfer: end record: %w", err)
+				return sum, fmt.Errorf("%w (transfer: end record)", err)
 			}
 			digest := manifest.Sum(nil)
 			if !b.Dir {
@@ -137,7 +138,7 @@ func (rc *receiver) run(dest string) (Summary, error) {
 		}
 		var e entryRec
 		if err := wire.Unmarshal(body, &e); err != nil {
-			return sum, fmt.Errorf("arbor: transfer: entry record: %w", err)
+			return sum, fmt.Errorf("%w (transfer: entry record)", err)
 		}
 		if !b.Dir && (e.Path != "." || e.Type != typeFile) {
 			return sum, fmt.Errorf("arbor: transfer: single-file transfer sent entry %q", e.Path)

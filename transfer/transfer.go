@@ -90,7 +90,7 @@ func Push(ctx context.Context, rm *arborctx.Remote, src, dst string, o Options) 
 	case werr != nil:
 		return sum, werr
 	case serr != nil:
-		return sum, fmt.Errorf("arbor: push to node %d (%s): %w", rm.ID(), rm.Name(), serr)
+		return sum, fmt.Errorf("%w (push to node %d (%s))", serr, rm.ID(), rm.Name())
 	}
 	return sum, nil
 }
@@ -114,7 +114,7 @@ func Pull(ctx context.Context, rm *arborctx.Remote, src, dst string, o Options) 
 		// The node's own error, or the hop that was lost, named.
 		return sum, werr
 	case rerr != nil:
-		return sum, fmt.Errorf("arbor: pull from node %d (%s): %w", rm.ID(), rm.Name(), rerr)
+		return sum, fmt.Errorf("%w (pull from node %d (%s))", rerr, rm.ID(), rm.Name())
 	}
 	return sum, nil
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/arbor-project/arbor/agent"
+	"github.com/arbor-project/arbor/internal/errs"
 	"github.com/arbor-project/arbor/spawn"
 )
 
@@ -63,22 +64,22 @@ func run(args []string) int {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.err != nil {
-			fmt.Fprintln(os.Stderr, "arbor:", trimPrefix(ee.err.Error()))
+			printErr(ee.err)
 		}
 		return ee.code
 	}
 	// cobra's own flag and argument errors
-	fmt.Fprintln(os.Stderr, "arbor:", err)
+	printErr(err)
 	return exitUsage
 }
 
-// trimPrefix drops the "arbor: " that library errors start with, here and
-// where one error wraps another ("hop 1 (ssh:db1): arbor: spawning ..."),
-// since the CLI prints a single "arbor:" in front of the whole message.
-func trimPrefix(s string) string {
-	const p = "arbor: "
-	for strings.HasPrefix(s, p) {
-		s = s[len(p):]
+// printErr prints err's message as it was built. Library errors start
+// with "arbor: " (only the leaf error carries it; see internal/errs); the
+// CLI's own messages do not, and get it here.
+func printErr(err error) {
+	msg := err.Error()
+	if !strings.HasPrefix(msg, errs.Prefix) {
+		msg = errs.Prefix + msg
 	}
-	return strings.ReplaceAll(s, ": "+p, ": ")
+	fmt.Fprintln(os.Stderr, msg)
 }
