@@ -37,6 +37,19 @@ func TestHeartbeatConfigValidate(t *testing.T) {
 // events collects the root's tree events.
 type events struct{ ch chan agent.TreeEvent }
 
+// watchTree collects root's tree events until the test ends.
+func watchTree(t *testing.T, root *agent.Node) *events {
+	ev := &events{ch: make(chan agent.TreeEvent, 1024)}
+	unsub := root.Tree.Subscribe(func(e agent.TreeEvent) {
+		select {
+		case ev.ch <- e:
+		default:
+		}
+	})
+	t.Cleanup(unsub)
+	return ev
+}
+
 func (e *events) wait(t *testing.T, kind string, id uint32) agent.TreeEvent {
 	t.Helper()
 	deadline := time.After(patience)
@@ -68,14 +81,7 @@ func TestHeartbeatStates(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer root.Close()
-	ev := &events{ch: make(chan agent.TreeEvent, 1024)}
-	unsub := root.Tree.Subscribe(func(e agent.TreeEvent) {
-		select {
-		case ev.ch <- e:
-		default:
-		}
-	})
-	defer unsub()
+	ev := watchTree(t, root)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*patience)
 	defer cancel()
 	chain, err := root.SpawnPath(ctx, []spawn.Hop{{Method: "local"}, {Method: "local"}})

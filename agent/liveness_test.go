@@ -81,14 +81,7 @@ func TestSenderThatNeverAnswersIsDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer root.Close()
-	ev := &events{ch: make(chan agent.TreeEvent, 1024)}
-	unsub := root.Tree.Subscribe(func(e agent.TreeEvent) {
-		select {
-		case ev.ch <- e:
-		default:
-		}
-	})
-	defer unsub()
+	ev := watchTree(t, root)
 
 	pc, cc, err := testtree.OSPipe()
 	if err != nil {
