@@ -120,23 +120,25 @@ type heartbeat struct {
 	dropped atomic.Uint64
 	done    chan struct{}
 
-	// The parent link's inbound frame count at the last look and when it
+	// The parent link's inbound byte count at the last look and when it
 	// last moved: run's goroutine only.
-	parentPort   *router.Port
-	parentFrames uint64
-	parentHeard  time.Time
+	parentPort  *router.Port
+	parentBytes uint64
+	parentHeard time.Time
 
 	lastCheck time.Time // run's goroutine only
 }
 
 // linkHealth is one child link's heartbeat state. hb.mu guards it.
 type linkHealth struct {
-	state       string
-	heard       time.Time // when the child last answered a probe (or the link came up)
-	pingSent    time.Time // first probe not yet answered; zero: none
-	lastProbe   time.Time // when the last probe went out
-	rtt         time.Duration
-	reportedRTT time.Duration
+	state string
+	heard time.Time // when the child last answered a probe (or the link came up)
+	// The link's counters at the last look (see busy).
+	inFrames, inBytes, outBytes uint64
+	pingSent                    time.Time // first probe not yet answered; zero: none
+	lastProbe                   time.Time // when the last probe went out
+	rtt                         time.Duration
+	reportedRTT                 time.Duration
 }
 
 func startHeartbeat(n *Node) *heartbeat {
@@ -239,6 +241,9 @@ func (hb *heartbeat) check(now time.Time, paused bool) {
 			lh = &linkHealth{state: StateUp, heard: now}
 			hb.links[p] = lh
 		}
+		if hb.busy(p, lh) {
+			lh.heard = now
+		}
 		silent := now.Sub(lh.heard)
 		if paused {
 			silent = min(silent, hb.cfg.tick())
@@ -289,21 +294,38 @@ func (hb *heartbeat) check(now time.Time, paused bool) {
 	}
 }
 
-// checkParent closes the parent link when the parent has been silent for
-// DownAfter: its probes arrive every Interval, so silence means it is gone
-// (or cut off by a partition that closed no socket). The node then shuts
-// down like on any loss of its parent, and kills what it runs.
+// busy reports whether an answer cannot have come since the last look
+// because a big frame is on its way in either direction: one still
+// arriving from the child (bytes moved, no whole frame did), which holds
+// up its answer behind it; or one of ours still going out to a child that
+// reads it (bytes written moved) with our probe queued behind it. Either
+// shows the child at work. A child that takes nothing and sends nothing
+// shows neither, and its silence counts. hb.mu is held on entry.
+func (hb *heartbeat) busy(p *router.Port, lh *linkHealth) bool {
+	f, in, out := p.Link.InboundFrames(), p.Link.InboundBytes(), p.Link.OutboundBytes()
+	arriving := in != lh.inBytes && f == lh.inFrames
+	sending := out != lh.outBytes && !lh.pingSent.IsZero() && p.Link.UrgentWritten().Before(lh.pingSent)
+	lh.inFrames, lh.inBytes, lh.outBytes = f, in, out
+	return arriving || sending
+}
+
+// checkParent closes the parent link when nothing (not a byte) has come
+// from the parent for DownAfter: its probes arrive every Interval, so
+// silence means it is gone (or cut off by a partition that closed no
+// socket). Bytes of a big frame still arriving count, as the probe behind
+// it cannot overtake it. The node then shuts down like on any loss of its
+// parent, and kills what it runs.
 func (hb *heartbeat) checkParent(now time.Time, paused bool) {
 	p := hb.n.Router.Parent()
 	if p == nil {
 		return
 	}
 	if p != hb.parentPort {
-		hb.parentPort, hb.parentFrames, hb.parentHeard = p, p.Link.InboundFrames(), now
+		hb.parentPort, hb.parentBytes, hb.parentHeard = p, p.Link.InboundBytes(), now
 		return
 	}
-	if f := p.Link.InboundFrames(); f != hb.parentFrames || paused {
-		hb.parentFrames, hb.parentHeard = f, now
+	if b := p.Link.InboundBytes(); b != hb.parentBytes || paused {
+		hb.parentBytes, hb.parentHeard = b, now
 		return
 	}
 	if silent := now.Sub(hb.parentHeard); silent >= hb.cfg.DownAfter {

@@ -1,7 +1,9 @@
 package agent_test
 
 import (
+	"context"
 	"errors"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/arbor-project/arbor/agent"
 	"github.com/arbor-project/arbor/internal/testtree"
+	"github.com/arbor-project/arbor/router"
 	"github.com/arbor-project/arbor/stream"
 	"github.com/arbor-project/arbor/stream/wire"
 	"github.com/hashicorp/go-hclog"
@@ -139,5 +142,139 @@ func TestSenderThatNeverAnswersIsDown(t *testing.T) {
 	case <-pl.Done():
 	case <-time.After(livenessPatience):
 		t.Fatal("the root kept the link of a child that never answered")
+	}
+}
+
+// slowLink passes writes at about bytesPerSecond, in pieces: a slow hop
+// (a WAN ssh link) for one direction of a pipe.
+type slowLink struct {
+	io.ReadWriteCloser
+	bytesPerSecond int
+}
+
+func (s slowLink) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		c := min(len(p), 16<<10)
+		time.Sleep(time.Duration(c) * time.Second / time.Duration(s.bytesPerSecond))
+		k, err := s.ReadWriteCloser.Write(p[:c])
+		n += k
+		if err != nil {
+			return n, err
+		}
+		p = p[c:]
+	}
+	return n, nil
+}
+
+// TestBusySlowHopStaysUp: over a hop of about 256 KB/s, with thresholds
+// of 1.5 s and 3 s, a single 2 MiB frame (8 s on the wire) down or up, or
+// 64 frames of 32 KiB up, hold every heartbeat frame behind them; a node
+// at work is not a dead node. Neither end may declare the other gone, nor
+// even unresponsive: bytes of a frame still arriving, or of ours still
+// going out to a peer that takes them, are life (they move every 250 ms or
+// so, six times inside the threshold). Before, the parent declared the
+// busy child DOWN, or the child its parent, after 3 s.
+func TestBusySlowHopStaysUp(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		up     bool // the child sends (else the root)
+		frames int
+		size   int
+	}{
+		{"one big frame down", false, 1, 2 << 20},
+		{"one big frame up", true, 1, 2 << 20},
+		{"many frames up", true, 64, 32 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			exe, err := os.Executable()
+			if err != nil {
+				t.Fatal(err)
+			}
+			hb := agent.HeartbeatConfig{Interval: 100 * time.Millisecond, UnresponsiveAfter: 1500 * time.Millisecond, DownAfter: 3 * time.Second}
+			root, err := agent.NewRoot(agent.Options{Exe: exe, Logger: hclog.NewNullLogger(), Heartbeat: hb})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer root.Close()
+			ev := watchTree(t, root)
+
+			pc, cc, err := testtree.OSPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			const slow = 256 << 10
+			if tc.up {
+				cc = slowLink{cc, slow}
+			} else {
+				pc = slowLink{pc, slow}
+			}
+			const id = 88
+			attached := make(chan *agent.Node, 1)
+			go func() {
+				n, err := agent.Attach(cc, agent.Options{Logger: hclog.NewNullLogger()}, livenessPatience)
+				if err != nil {
+					t.Error(err)
+				}
+				attached <- n
+			}()
+			pl, _, err := stream.Open(pc, root.ChildHello(id, "busy"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			child := <-attached
+			if child == nil {
+				t.FailNow()
+			}
+			defer child.Close()
+			if _, err := root.Router.AttachChild(pl); err != nil {
+				t.Fatal(err)
+			}
+
+			from, to := root, child
+			if tc.up {
+				from, to = child, root
+			}
+			got := make(chan struct{}, tc.frames)
+			h := to.Router.AddHandler(func(*router.Message) { got <- struct{}{} }, router.Anyone)
+			ctx, cancel := context.WithTimeout(context.Background(), livenessPatience)
+			defer cancel()
+			go func() {
+				for i := 0; i < tc.frames; i++ {
+					if err := from.Router.SendContext(ctx, wire.Header{Dst: to.Router.ID(), Handle: h}, make([]byte, tc.size)); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+			for i := 0; i < tc.frames; i++ {
+				select {
+				case <-got:
+				case <-ctx.Done():
+					t.Fatalf("%d of %d frames arrived", i, tc.frames)
+				}
+			}
+			select {
+			case e := <-ev.ch:
+				if e.ID == id && (e.Kind == agent.StateUnresponsive || e.Kind == agent.StateDown || e.Kind == "del_route") {
+					t.Fatalf("the busy child was reported %s: %s", e.Kind, e.Cause)
+				}
+			default:
+			}
+			for len(ev.ch) > 0 {
+				if e := <-ev.ch; e.ID == id && e.Kind != "add_route" && e.Kind != agent.StateUp {
+					t.Fatalf("the busy child was reported %s: %s", e.Kind, e.Cause)
+				}
+			}
+			if p := child.Router.Parent(); p == nil {
+				t.Fatal("the busy child lost its parent link")
+			} else if err := p.Link.Err(); err != nil {
+				t.Fatalf("the child closed its link to a busy parent: %v", err)
+			}
+			if err := pl.Err(); err != nil {
+				t.Fatalf("the root closed its link to a busy child: %v", err)
+			}
+		})
 	}
 }

@@ -240,3 +240,76 @@ func TestAllocateIDWaitersGiveUp(t *testing.T) {
 	default:
 	}
 }
+
+// TestFloodingGrandchildCannotCutItsParent: a grandchild c floods the root
+// with requests (ALLOCATE_ID, which descendants may send) through m while m
+// is not reading from the root, so the root's answers pile up on its link
+// to m. Answers past the queue and its control reserve are refused (c's
+// requests go unanswered: c's loss); the link to m stays up and works again
+// as soon as m reads. Before, the root closed its link to m as a peer that
+// stopped reading, and m's whole subtree was lost with it.
+func TestFloodingGrandchildCannotCutItsParent(t *testing.T) {
+	root := testtree.Root(t, testtree.Options{})
+	m := root.Spawn(t, testtree.Options{ControlReserve: 64}, "m")
+	c := m.Spawn(t, testtree.Options{}, "c")
+	root.WaitRoute(t, c.ID())
+	mEcho := newEcho(m)
+
+	// m's read loop on its parent link stops until release.
+	release := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+	stuck := make(chan struct{}, 1)
+	block := m.R.AddHandler(func(*router.Message) {
+		stuck <- struct{}{}
+		<-release
+	}, router.Anyone)
+	if err := root.R.Send(wire.Header{Dst: m.ID(), Handle: block}, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-stuck:
+	case <-time.After(patience):
+		t.Fatal("m's handler never ran")
+	}
+
+	body, err := wire.Marshal(wire.AllocateIDRequest{Count: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ignore := c.R.AddHandler(func(*router.Message) {}, router.Anyone)
+	// More answers than m's 256 KiB window, the queue and the reserve hold.
+	const requests = 20000
+	for i := 0; i < requests; i++ {
+		h := wire.Header{Dst: root.ID(), Src: c.ID(), Auth: c.ID(), Handle: wire.HandleAllocateID, ReplyTo: ignore}
+		if err := c.Down.Link.SendWait(ctxPatience(t), h, body); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+	// A marker behind the requests: when it arrives, the root has handled
+	// them all. m may refuse it as congested toward the root (a dead reply
+	// to c says so): then it goes again.
+	marker, refused := newSink(root), newSink(c)
+	for arrived := false; !arrived; {
+		h := wire.Header{Dst: root.ID(), Src: c.ID(), Auth: c.ID(), Handle: marker.handle, ReplyTo: refused.handle}
+		if err := c.Down.Link.SendWait(ctxPatience(t), h, nil); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-marker.ch:
+			arrived = true
+		case <-refused.ch:
+		case <-time.After(patience):
+			goroutineDump(t, "the marker neither arrived nor was refused")
+		}
+	}
+	if err := m.Up.Link.Err(); err != nil {
+		t.Fatalf("the root closed its link to m: %v", err)
+	}
+	if m.Up.Link.QueueFull() == 0 {
+		t.Fatal("no answer was refused: the flood never filled the root's queue toward m")
+	}
+	unblock()
+	barrier(t, root, m, mEcho)
+}

@@ -34,6 +34,10 @@ type Config struct {
 	// SendQueue is how many data frames may wait for the write loop: past
 	// it Send refuses at once and SendWait blocks (see Link.Send).
 	SendQueue int
+	// ControlReserve is how many control and heartbeat frames may wait
+	// beyond SendQueue before they are refused too (stream/queue.go). Zero
+	// means DefaultControlReserve.
+	ControlReserve int
 	// Logger receives link logs, yamux's included. Nil means hclog.Default().
 	Logger hclog.Logger
 }
@@ -48,6 +52,8 @@ func DefaultConfig() *Config {
 		WriteTimeout: 5 * time.Minute,
 		StreamWindow: 16 << 20,
 		SendQueue:    1024,
+
+		ControlReserve: DefaultControlReserve,
 	}
 }
 
@@ -66,6 +72,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("arbor: config: StreamWindow must be at least 256 KiB")
 	case c.SendQueue <= 0:
 		return fmt.Errorf("arbor: config: SendQueue must be positive")
+	case c.ControlReserve < 0:
+		return fmt.Errorf("arbor: config: ControlReserve must not be negative")
 	}
 	return nil
 }
@@ -78,6 +86,9 @@ func (c *Config) withDefaults() (*Config, error) {
 	cc := *c
 	if cc.Logger == nil {
 		cc.Logger = hclog.Default()
+	}
+	if cc.ControlReserve == 0 {
+		cc.ControlReserve = DefaultControlReserve
 	}
 	if err := cc.Validate(); err != nil {
 		return nil, err

@@ -16,9 +16,6 @@ var (
 	ErrConnectTimeout = errors.New("arbor: connection timed out")
 	// ErrQueueFull is returned by Send when the link's data queue is full.
 	ErrQueueFull = errors.New("arbor: send queue full")
-	// ErrSlowPeer is why a link closes when its peer stopped taking even
-	// control frames.
-	ErrSlowPeer = errors.New("arbor: peer stopped reading")
 )
 
 // QueueFullError is a data frame refused because the link to Peer already

@@ -41,9 +41,15 @@ type Link struct {
 	q *sendQueue
 	// full counts data frames refused because the queue was full.
 	full atomic.Uint64
-	// inFrames counts the frames the read loop has read: the heartbeat's
-	// evidence of life. A counter, not a clock read, on the hot path.
+	// inFrames and inBytes count the frames and bytes the read loop has
+	// read: the heartbeat's evidence of life. Counters, not clock reads,
+	// on the hot path.
 	inFrames atomic.Uint64
+	inBytes  atomic.Uint64
+	// outBytes counts the bytes written; urgentAt is when heartbeat
+	// frames were last written (unix nanoseconds).
+	outBytes atomic.Uint64
+	urgentAt atomic.Int64
 
 	closeOnce   sync.Once
 	done        chan struct{}
@@ -208,16 +214,46 @@ func newLink(c *Config, log hclog.Logger, conn io.ReadWriteCloser, sess *yamux.S
 		msgs:   msgs,
 		peerID: peer,
 		hello:  hello,
-		q:      newSendQueue(c.SendQueue),
+		q:      newSendQueue(c.SendQueue, c.ControlReserve),
 		done:   make(chan struct{}),
 	}
 	return l
 }
 
-// InboundFrames is how many frames have arrived from the peer. Heartbeats
-// read it: any frame is life, and a count that moved since the last look
-// means the peer spoke.
+// InboundFrames is how many frames have arrived from the peer.
 func (l *Link) InboundFrames() uint64 { return l.inFrames.Load() }
+
+// OutboundBytes is how many bytes of frames have been written to the peer.
+// Past the peer's window, bytes that move mean the peer is reading.
+func (l *Link) OutboundBytes() uint64 { return l.outBytes.Load() }
+
+// UrgentWritten is when heartbeat frames were last written to the peer
+// (zero: never). A probe queued after it has not left yet: it waits behind
+// a big payload still going out.
+func (l *Link) UrgentWritten() time.Time {
+	if ns := l.urgentAt.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
+// InboundBytes is how many bytes of frames have arrived from the peer.
+// Bytes that move while the frame count does not are a frame still
+// arriving: a big payload on a slow hop, which holds up every frame
+// behind it, a heartbeat's answer too.
+func (l *Link) InboundBytes() uint64 { return l.inBytes.Load() }
+
+// countingReader counts what it reads into n.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Uint64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	k, err := c.r.Read(p)
+	c.n.Add(uint64(k))
+	return k, err
+}
 
 // PeerID is the node ID at the other end of the link.
 func (l *Link) PeerID() uint32 { return l.peerID }
@@ -296,16 +332,16 @@ func (l *Link) SendWait(ctx context.Context, h wire.Header, payload []byte) erro
 	return nil
 }
 
-// SendControl queues a control frame (route update, node state, cancel,
-// shutdown) without blocking, in order with data but admitted beyond the
-// data bound. A peer that leaves MaxControlQueue such frames untaken is
-// cut off with ErrSlowPeer.
+// SendControl queues a control frame (reply, dead reply, route update,
+// node state, cancel, shutdown) without blocking, in order with data but
+// admitted beyond the data bound, into a reserve of Config.ControlReserve frames;
+// past that it is refused like a data frame (ErrQueueFull).
 func (l *Link) SendControl(h wire.Header, payload []byte) error {
 	return l.put(h, payload, classControl)
 }
 
 // SendUrgent queues a heartbeat frame ahead of everything queued, without
-// blocking; overflow closes the link as SendControl's does.
+// blocking; past Config.ControlReserve waiting it is refused (ErrQueueFull).
 func (l *Link) SendUrgent(h wire.Header, payload []byte) error {
 	return l.put(h, payload, classUrgent)
 }
@@ -314,21 +350,14 @@ func (l *Link) put(h wire.Header, payload []byte, c frameClass) error {
 	if err := l.check(&h, payload); err != nil {
 		return err
 	}
-	ok, slow := l.q.put(outFrame{h: h, payload: payload}, c)
-	switch {
-	case ok:
-		return nil
-	case slow:
-		err := fmt.Errorf("%w: %d frames beyond the queue wait for node %d", ErrSlowPeer, MaxControlQueue, l.peerID)
-		l.log.Error("closing link: peer does not read", "peer", l.peerID, "error", err)
-		l.Abort(err)
-		return l.closedErr()
+	if held, ok := l.q.put(outFrame{h: h, payload: payload}, c); !ok {
+		l.full.Add(1)
+		return &QueueFullError{Peer: l.peerID, Frames: held}
 	}
-	l.full.Add(1)
-	return &QueueFullError{Peer: l.peerID, Frames: l.q.limit}
+	return nil
 }
 
-// QueueFull counts the data frames Send refused because the queue was full.
+// QueueFull counts the frames refused because the queue was full.
 func (l *Link) QueueFull() uint64 { return l.full.Load() }
 
 // check refuses what can never be sent and fills in the length.
@@ -355,6 +384,8 @@ func (l *Link) closedErr() error {
 const (
 	// batchBytes is the most the write loop joins into one write.
 	batchBytes = 64 << 10
+	// writeChunk is the most one write to the message stream carries.
+	writeChunk = 64 << 10
 	// readBufSize buffers the read loop: enough for many small frames per
 	// read of the message stream; a larger payload bypasses it.
 	readBufSize = 16 << 10
@@ -374,7 +405,7 @@ func (l *Link) writeLoop() {
 		}
 		for {
 			batch = l.q.take(batch[:0])
-			if len(batch) == 0 {
+			if len(batch) == 0 && l.q.nurgent.Load() == 0 {
 				break
 			}
 			buf = buf[:0]
@@ -384,18 +415,33 @@ func (l *Link) writeLoop() {
 					return
 				}
 				if len(buf) >= batchBytes {
-					if err = l.write(buf); err != nil {
+					if buf, err = l.writeBatch(buf); err != nil {
 						return
 					}
-					buf = buf[:0]
 				}
 			}
 			clear(batch)
-			if err := l.write(buf); err != nil {
+			if _, err := l.writeBatch(buf); err != nil {
 				return
 			}
 		}
 	}
+}
+
+// writeBatch writes the frames in buf, with every heartbeat queued since
+// the batch was taken in front of them: an answer to a probe waits for at
+// most one batch (batchBytes) or one big payload, never a whole queue.
+func (l *Link) writeBatch(buf []byte) ([]byte, error) {
+	if l.q.nurgent.Load() > 0 {
+		urgent := l.q.takeUrgent(nil)
+		var front []byte
+		for _, u := range urgent {
+			front = wire.AppendFrame(front, u.h, u.payload)
+		}
+		buf = append(front, buf...)
+		defer l.urgentAt.Store(time.Now().UnixNano())
+	}
+	return buf[:0], l.write(buf)
 }
 
 // writeFrame adds f to the batch in buf, or writes it (and the batch) at
@@ -403,26 +449,23 @@ func (l *Link) writeLoop() {
 func (l *Link) writeFrame(buf []byte, f outFrame) ([]byte, error) {
 	switch {
 	case f.flushed != nil:
-		if err := l.write(buf); err != nil {
-			return buf, err
+		buf, err := l.writeBatch(buf)
+		if err == nil {
+			close(f.flushed)
 		}
-		close(f.flushed)
-		return buf[:0], nil
+		return buf, err
 	case len(f.payload) > batchBytes/2:
-		// A big payload goes out on its own write, uncopied; heartbeats
-		// queued meanwhile go before it.
-		if l.q.nurgent.Load() > 0 {
-			for _, u := range l.q.takeUrgent(nil) {
-				buf = wire.AppendFrame(buf, u.h, u.payload)
-			}
+		// A big payload goes out on its own write, uncopied.
+		var err error
+		if buf, err = l.writeBatch(buf); err != nil {
+			return buf, err
 		}
 		var hb [wire.HeaderSize]byte
 		f.h.Put(hb[:])
-		buf = append(buf, hb[:]...)
-		if err := l.write(buf); err != nil {
+		if err := l.write(hb[:]); err != nil {
 			return buf, err
 		}
-		return buf[:0], l.write(f.payload)
+		return buf, l.write(f.payload)
 	default:
 		return wire.AppendFrame(buf, f.h, f.payload), nil
 	}
@@ -456,6 +499,14 @@ func (l *Link) Flush(timeout time.Duration) error {
 // write writes b to the message stream. Any failure, a write timeout
 // included, is fatal for the link.
 func (l *Link) write(b []byte) error {
+	// A big payload goes in pieces, so the count of bytes written moves
+	// while it goes out: the heartbeat reads that as the peer reading.
+	for len(b) > writeChunk {
+		if err := l.write(b[:writeChunk]); err != nil {
+			return err
+		}
+		b = b[writeChunk:]
+	}
 	if len(b) == 0 {
 		return nil
 	}
@@ -470,12 +521,13 @@ func (l *Link) write(b []byte) error {
 		}
 		return err
 	}
+	l.outBytes.Add(uint64(len(b)))
 	return nil
 }
 
 func (l *Link) readLoop(onFrame FrameHandler) {
 	defer l.loops.Done()
-	r := bufio.NewReaderSize(l.msgs, readBufSize)
+	r := bufio.NewReaderSize(countingReader{l.msgs, &l.inBytes}, readBufSize)
 	var hb [wire.HeaderSize]byte
 	for {
 		h, payload, err := wire.ReadFrame(r, hb[:], l.cfg.MaxMessage)

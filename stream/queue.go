@@ -20,20 +20,25 @@ import (
 //   - control (SendControl): route updates, node states, cancels and
 //     shutdowns. Never blocks, ordered with data (DEL_ROUTE must not
 //     overtake the last messages of the node it withdraws), and admitted
-//     into a reserve of MaxControlQueue frames beyond the data bound, so a
+//     into a reserve (Config.ControlReserve) beyond the data bound, so a
 //     congested link still carries them.
 //   - urgent (SendUrgent): heartbeat probes and their answers only. Never
-//     blocks, and written before anything queued, so liveness is judged on
-//     the peer, not on the length of our own queue.
+//     blocks, and written before anything queued (at the latest after the
+//     batch or big payload being written), so liveness is judged on the
+//     peer, not on the length of our own queue.
 //
-// A peer that has not taken the whole reserve is a peer that stopped
-// reading: the link is closed with ErrSlowPeer instead of growing a queue
-// without bound (nats-server's slow-consumer rule).
+// Past the reserve a control or urgent frame is refused too (ErrQueueFull),
+// and the link stays up: closing it would let whoever fills the reserve
+// (a child flooding requests whose answers, or route changes whose
+// updates, queue on another link) cut that link for everyone. A peer that
+// really stopped reading stops answering heartbeats, and the heartbeat,
+// the one liveness mechanism, closes its link and names why.
 
-// MaxControlQueue is how many control (or urgent) frames may wait beyond
-// the data bound: room for the route updates of a very large subtree that
-// is lost at once.
-const MaxControlQueue = 1 << 16
+// DefaultControlReserve is how many control (or urgent) frames may wait
+// beyond the data bound by default (Config.ControlReserve): room for the
+// route updates of a very large subtree that is lost at once, and for the
+// answers owed to many callers.
+const DefaultControlReserve = 1 << 16
 
 // frameClass is how a frame enters the queue.
 type frameClass int
@@ -47,7 +52,8 @@ const (
 // sendQueue is a link's outbound queue. It is safe for concurrent use; the
 // write loop is its one consumer.
 type sendQueue struct {
-	limit int // data bound (Config.SendQueue)
+	limit   int // data bound (Config.SendQueue)
+	reserve int // control and urgent frames beyond it (Config.ControlReserve)
 
 	mu     sync.Mutex
 	frames []outFrame
@@ -64,29 +70,34 @@ type sendQueue struct {
 	ready chan struct{}
 }
 
-func newSendQueue(limit int) *sendQueue {
-	return &sendQueue{limit: limit, room: make(chan struct{}), ready: make(chan struct{}, 1)}
+func newSendQueue(limit, reserve int) *sendQueue {
+	return &sendQueue{limit: limit, reserve: reserve, room: make(chan struct{}), ready: make(chan struct{}, 1)}
 }
 
-// put admits f by class without blocking. It reports whether f was
-// admitted, and for a refusal whether the reserve is exhausted (the peer
-// stopped reading) rather than the data bound reached.
-func (q *sendQueue) put(f outFrame, c frameClass) (ok, slow bool) {
+// put admits f by class without blocking. For a refusal it reports how
+// many frames the bound that refused it allows.
+func (q *sendQueue) put(f outFrame, c frameClass) (bound int, ok bool) {
 	q.mu.Lock()
 	switch {
-	case c == classUrgent && len(q.urgent) < MaxControlQueue:
+	case c == classUrgent && len(q.urgent) < q.reserve:
 		q.urgent = append(q.urgent, f)
 		q.nurgent.Store(int32(len(q.urgent)))
 	case c == classData && len(q.frames) < q.limit,
-		c == classControl && len(q.frames) < q.limit+MaxControlQueue:
+		c == classControl && len(q.frames) < q.limit+q.reserve:
 		q.frames = append(q.frames, f)
 	default:
 		q.mu.Unlock()
-		return false, c != classData
+		switch c {
+		case classUrgent:
+			return q.reserve, false
+		case classControl:
+			return q.limit + q.reserve, false
+		}
+		return q.limit, false
 	}
 	q.mu.Unlock()
 	q.wake()
-	return true, false
+	return 0, true
 }
 
 // putWait admits a data frame, waiting for room until ctx or done ends.
@@ -105,11 +116,22 @@ func (q *sendQueue) putWait(ctx context.Context, done <-chan struct{}, f outFram
 		select {
 		case <-room:
 		case <-done:
+			q.leave(room)
 			return ErrLinkClosed
 		case <-ctx.Done():
+			q.leave(room)
 			return ctx.Err()
 		}
 	}
+}
+
+// leave takes back a waiter that gave up on room before it was closed.
+func (q *sendQueue) leave(room chan struct{}) {
+	q.mu.Lock()
+	if q.room == room && q.waiting > 0 {
+		q.waiting--
+	}
+	q.mu.Unlock()
 }
 
 func (q *sendQueue) wake() {
@@ -119,16 +141,14 @@ func (q *sendQueue) wake() {
 	}
 }
 
-// take moves every waiting frame, urgent ones first, onto dst and returns
-// it. Waiting senders are woken.
+// take moves every waiting data and control frame onto dst and returns it.
+// Waiting senders are woken. Urgent frames are taken by takeUrgent, just
+// before each write.
 func (q *sendQueue) take(dst []outFrame) []outFrame {
 	q.mu.Lock()
-	dst = append(dst, q.urgent...)
 	dst = append(dst, q.frames...)
-	clear(q.urgent)
 	clear(q.frames)
-	q.urgent, q.frames = q.urgent[:0], q.frames[:0]
-	q.nurgent.Store(0)
+	q.frames = q.frames[:0]
 	if q.waiting > 0 {
 		close(q.room)
 		q.room = make(chan struct{})

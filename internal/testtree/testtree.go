@@ -126,6 +126,9 @@ type Options struct {
 	// receive window: small values make congestion cheap to reach.
 	SendQueue    int
 	StreamWindow uint32
+	// ControlReserve, when set, is the control reserve of both ends
+	// (stream.Config.ControlReserve).
+	ControlReserve int
 }
 
 func (o *Options) logger() hclog.Logger {
@@ -210,6 +213,7 @@ func (n *Node) SpawnErr(o Options, name string) (*Node, error) {
 	if o.StreamWindow > 0 {
 		ccfg.StreamWindow = o.StreamWindow
 	}
+	ccfg.ControlReserve, pcfg.ControlReserve = o.ControlReserve, o.ControlReserve
 	go func() {
 		l, h, err := stream.Accept(cc, ccfg, os.Getpid())
 		ch <- accepted{l, h, err}
