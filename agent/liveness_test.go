@@ -278,3 +278,98 @@ func TestBusySlowHopStaysUp(t *testing.T) {
 		})
 	}
 }
+
+// TestHeartbeatHoldsNoLockAcrossSend: node m's link to its parent is
+// congested (the parent reads nothing), a child of m goes silent and is
+// declared DOWN, and m's other child must go on being served. Before, the
+// heartbeat sent the DOWN report while holding its mutex, blocked on the
+// full parent queue, and every child's read loop then blocked in onPong on
+// that mutex: m could no longer hear its healthy child.
+func TestHeartbeatHoldsNoLockAcrossSend(t *testing.T) {
+	log := hclog.NewNullLogger()
+	// m's parent: it completes the hello, then never reads.
+	pc, cc, err := testtree.OSPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello := wire.Hello{ID: 1, Name: "m", ParentID: wire.RootID, Ancestors: []uint32{wire.RootID},
+		HeartbeatInterval: 50 * time.Millisecond, UnresponsiveAfter: 300 * time.Millisecond, DownAfter: 600 * time.Millisecond}
+	parentEnd := make(chan *stream.Link, 1)
+	go func() {
+		l, _, err := stream.Open(pc, hello, nil)
+		if err != nil {
+			t.Error(err)
+		}
+		parentEnd <- l
+	}()
+	m, err := agent.Attach(cc, agent.Options{Logger: log}, livenessPatience)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if l := <-parentEnd; l != nil {
+		defer l.Close()
+	}
+	// (m's own watch may close its silent parent link meanwhile: m goes on
+	// serving its children either way.)
+
+	attach := func(id uint32, name string, answer bool) *stream.Link {
+		t.Helper()
+		p, c, err := testtree.OSPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if answer {
+				n, err := agent.Attach(c, agent.Options{Logger: log}, livenessPatience)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				t.Cleanup(func() { n.Close() })
+				return
+			}
+			l, _, err := stream.Accept(c, nil, os.Getpid())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			t.Cleanup(func() { l.Close() }) // never started: it answers nothing
+		}()
+		pl, _, err := stream.Open(p, m.ChildHello(id, name), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-done
+		if _, err := m.Router.AttachChild(pl); err != nil {
+			t.Fatal(err)
+		}
+		return pl
+	}
+	silent := attach(2, "silent", false)
+	attach(3, "healthy", true)
+
+	// Fill m's queue toward its parent (before the fix a send there
+	// blocked, so the filler runs on its own goroutine).
+	go func() {
+		payload := make([]byte, 64<<10)
+		for i := 0; i < 4096; i++ {
+			if err := m.Router.Send(wire.Header{Dst: wire.RootID, Handle: 999}, payload); err != nil {
+				return
+			}
+		}
+	}()
+
+	select {
+	case <-silent.Done():
+	case <-time.After(livenessPatience):
+		t.Fatal("the silent child was never declared DOWN: the heartbeat is stuck")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), livenessPatience)
+	defer cancel()
+	if _, err := m.Router.Request(ctx, 3, wire.HandlePing, nil); err != nil {
+		t.Fatalf("m cannot reach its healthy child while its parent link is congested: %v", err)
+	}
+}
