@@ -453,8 +453,10 @@ func (r *Router) route(ctx context.Context, m *Message, mode sendMode) error {
 	}
 	var tl *wire.TooLargeError
 	switch {
-	case in == nil && !errors.As(err, &tl):
-		// The originator hears it now, not from a dead reply.
+	case in == nil && (errors.Is(err, stream.ErrQueueFull) || ctx != nil && ctx.Err() != nil):
+		// The originator hears at once what it can act on (wait, retry,
+		// give up); a link that closed under it is a delivery failure like
+		// any other and comes back as a dead reply, as from further on.
 		return fmt.Errorf("%w (%s)", err, out)
 	case errors.As(err, &tl):
 		r.refuse(m, tl.Reason())
