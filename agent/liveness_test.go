@@ -25,6 +25,22 @@ const livenessPatience = 25 * time.Second
 // shortHeartbeat is what these tests run with.
 var shortHeartbeat = agent.HeartbeatConfig{Interval: 50 * time.Millisecond, UnresponsiveAfter: 400 * time.Millisecond, DownAfter: time.Second}
 
+// newRoot starts a root with heartbeat thresholds hb, closed at the end of
+// the test; local children are this test binary.
+func newRoot(t *testing.T, hb agent.HeartbeatConfig) *agent.Node {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := agent.NewRoot(agent.Options{Exe: exe, Logger: hclog.NewNullLogger(), Heartbeat: hb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { root.Close() })
+	return root
+}
+
 // TestChildLeavesSilentParent: a node whose parent completes the hello and
 // then says nothing (as across a partition that closes no socket) closes
 // its parent link with a heartbeat-timeout cause and shuts down after the
@@ -75,15 +91,7 @@ func TestChildLeavesSilentParent(t *testing.T) {
 // and DOWN on the configured thresholds, with a heartbeat cause. Before,
 // any frame counted as life and such a child stayed UP forever.
 func TestSenderThatNeverAnswersIsDown(t *testing.T) {
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := agent.NewRoot(agent.Options{Exe: exe, Logger: hclog.NewNullLogger(), Heartbeat: shortHeartbeat})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer root.Close()
+	root := newRoot(t, shortHeartbeat)
 	ev := watchTree(t, root)
 
 	pc, cc, err := testtree.OSPipe()
@@ -188,16 +196,8 @@ func TestBusySlowHopStaysUp(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			exe, err := os.Executable()
-			if err != nil {
-				t.Fatal(err)
-			}
 			hb := agent.HeartbeatConfig{Interval: 100 * time.Millisecond, UnresponsiveAfter: 1500 * time.Millisecond, DownAfter: 3 * time.Second}
-			root, err := agent.NewRoot(agent.Options{Exe: exe, Logger: hclog.NewNullLogger(), Heartbeat: hb})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer root.Close()
+			root := newRoot(t, hb)
 			ev := watchTree(t, root)
 
 			pc, cc, err := testtree.OSPipe()
