@@ -32,6 +32,7 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, "stderr "+s)
 			return "ok", nil
 		})
+		registerHostile(reg)
 		if err := agent.RunChildWith(reg); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)

@@ -1,6 +1,7 @@
 package spawn
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/arbor-project/arbor/internal/logsafe"
 	"github.com/arbor-project/arbor/stream"
 	"github.com/arbor-project/arbor/stream/wire"
 	"github.com/hashicorp/go-hclog"
@@ -238,41 +240,80 @@ func (t *tail) String() string {
 	return strings.Join(t.lines, "\n")
 }
 
+// What a child's stderr may put in the log. The child is ssh or sudo
+// carrying text from another host, or an agent that may be compromised,
+// so every line is escaped (logsafe: control characters, ESC and invalid
+// UTF-8 become visible escapes) and clipped at stderrLineMax bytes, and
+// the lines logged are held to the budget of forwarded log records
+// (agent/logs.go): stderrRate a second, stderrBurst at once. Lines over
+// it are still kept in the tail but not logged; a summary counts them at
+// most once every stderrDropEvery.
+const (
+	stderrLineMax   = 4 << 10
+	stderrRate      = 200
+	stderrBurst     = 1000
+	stderrDropEvery = time.Second
+)
+
 // pump reads the child's stderr line by line, keeping the tail and logging
 // each line (a warning once up is set), until EOF.
 func (t *tail) pump(r io.Reader, log hclog.Logger, up *atomic.Bool) {
-	logLine := func(line string) {
-		if up.Load() {
-			log.Warn("child stderr: " + line)
-		} else {
-			log.Debug("child stderr: " + line)
-		}
-	}
-	buf := make([]byte, 0, 4096)
-	chunk := make([]byte, 4096)
+	limit := logsafe.NewLimiter(stderrRate, stderrBurst, stderrDropEvery, func(n uint64) {
+		log.Warn(fmt.Sprintf("dropped %d lines of child stderr (rate limit)", n))
+	})
+	defer limit.Close()
+	br := bufio.NewReaderSize(r, stderrLineMax)
 	for {
-		n, err := r.Read(chunk)
-		buf = append(buf, chunk[:n]...)
-		for {
-			i := bytes.IndexByte(buf, '\n')
-			if i < 0 {
-				break
-			}
-			line := string(buf[:i])
-			buf = buf[i+1:]
-			t.add(line)
-			logLine(line)
+		part, err := br.ReadSlice('\n')
+		total := len(part)
+		if err == bufio.ErrBufferFull {
+			// A line longer than the limit: keep its start, skip the rest
+			// (the newline too).
+			part = bytes.Clone(part)
+			var n int
+			n, err = skipLine(br)
+			total += n
 		}
-		if len(buf) > 4096 { // a very long line: keep what we have
-			t.add(string(buf))
-			buf = buf[:0]
+		if total == 0 {
+			if err != nil {
+				return
+			}
+			continue
+		}
+		if bytes.HasSuffix(part, []byte("\n")) {
+			part, total = part[:len(part)-1], total-1
+			if bytes.HasSuffix(part, []byte("\r")) { // CRLF endings, not an overwrite
+				part, total = part[:len(part)-1], total-1
+			}
+		}
+		line := logsafe.ClipPart(part, total, stderrLineMax)
+		t.add(line)
+		if limit.Allow() {
+			if up.Load() {
+				log.Warn("child stderr: " + line)
+			} else {
+				log.Debug("child stderr: " + line)
+			}
 		}
 		if err != nil {
-			if len(buf) > 0 {
-				t.add(string(buf))
-				logLine(string(buf))
-			}
 			return
+		}
+	}
+}
+
+// skipLine reads up to and including the next newline, or to the end of
+// r, and reports how many bytes of the line it skipped (the newline not
+// counted).
+func skipLine(br *bufio.Reader) (int, error) {
+	n := 0
+	for {
+		b, err := br.ReadSlice('\n')
+		n += len(b)
+		switch {
+		case err == nil:
+			return n - 1, nil
+		case err != bufio.ErrBufferFull:
+			return n, err
 		}
 	}
 }
