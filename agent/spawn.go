@@ -2,13 +2,19 @@ package agent
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"sync"
 	"time"
+	"weak"
 
 	arborctx "github.com/arbor-project/arbor/context"
 	"github.com/arbor-project/arbor/funcs"
+	"github.com/arbor-project/arbor/internal/errs"
+	"github.com/arbor-project/arbor/router"
 	"github.com/arbor-project/arbor/spawn"
 	"github.com/arbor-project/arbor/stream"
 	"github.com/arbor-project/arbor/stream/wire"
@@ -30,6 +36,12 @@ type SpawnRequest struct {
 	// ConnectTimeoutMS is the root's --connect-timeout, so a hop spawned
 	// by an intermediate node gives up when one spawned by the root would.
 	ConnectTimeoutMS int64 `cbor:"connect_timeout_ms,omitempty" json:"connect_timeout_ms,omitempty"`
+	// BinaryGrant lets the node that spawns fetch one agent binary from
+	// the root (agent.binary) for this spawn, if its bootstrap needs one
+	// it does not hold. The root issues it with each ssh or sudo spawn
+	// request it sends and honours it once, while the spawn can still be
+	// running (see binaryGrants).
+	BinaryGrant string `cbor:"binary_grant,omitempty" json:"binary_grant,omitempty"`
 }
 
 // SpawnResult names the new child.
@@ -52,7 +64,8 @@ func (n *Node) registerSpawn(reg *funcs.Registry) {
 		}
 		return res, err
 	})
-	funcs.Register(reg, "agent.binary", func(ctx context.Context, c *funcs.Call, req BinaryRequest) ([]byte, error) {
+	// Any node may ask (the callers are descendants); the grant decides.
+	funcs.Register(reg, "agent.binary", func(ctx context.Context, c *funcs.Call, req BinaryRequest) (BinaryOffer, error) {
 		return n.serveBinary(ctx, c, req)
 	}, funcs.WithPolicy(funcs.Anyone))
 }
@@ -181,6 +194,7 @@ func (n *Node) SpawnPath(ctx context.Context, hops []spawn.Hop) ([]*arborctx.Rem
 			var req SpawnRequest
 			if req, err = n.spawnRequest(hop); err == nil {
 				err = out[i-1].Call(ctx, "agent.spawn", req, &res)
+				binaryGrants.revoke(req.BinaryGrant) // the spawn is over
 			}
 		}
 		if err != nil {
@@ -251,18 +265,45 @@ func (n *Node) binaries(req SpawnRequest) *spawn.Binaries {
 	b := &spawn.Binaries{Self: n.opts.Exe, Dir: n.opts.AgentDir, Known: req.Agents}
 	if n.Router.ID() != wire.RootID {
 		b.Fetch = func(ctx context.Context, platform string) ([]byte, error) {
-			var data []byte
-			n.Log.Debug("asking the root for an agent binary", "platform", platform)
-			root := n.Remote(wire.RootID, "root")
-			defer root.Release()
-			err := root.Call(ctx, "agent.binary", BinaryRequest{Platform: platform}, &data)
-			if err != nil {
-				return nil, fmt.Errorf("%w (asking the root for an agent binary for %s)", err, platform)
-			}
-			return data, nil
+			return n.fetchBinary(ctx, platform, req.BinaryGrant)
 		}
 	}
 	return b
+}
+
+// fetchBinary asks the root for the agent binary of platform with the
+// grant of the spawn under way, and reads it from the channel the root
+// streams it on (see serveBinary).
+func (n *Node) fetchBinary(ctx context.Context, platform, grant string) ([]byte, error) {
+	if grant == "" {
+		return nil, fmt.Errorf("arbor: node %d (%s) holds no agent binary for %s, and the spawn request carries no grant to fetch one from the root",
+			n.Router.ID(), n.Router.Name(), platform)
+	}
+	n.Log.Debug("asking the root for an agent binary", "platform", platform)
+	root := n.Remote(wire.RootID, "root")
+	defer root.Release()
+	var offer BinaryOffer
+	if err := root.Call(ctx, "agent.binary", BinaryRequest{Platform: platform, Grant: grant}, &offer); err != nil {
+		return nil, fmt.Errorf("%w (asking the root for an agent binary for %s)", err, platform)
+	}
+	ch, err := n.Router.ClaimChannel(wire.RootID, offer.Channel)
+	if err != nil {
+		return nil, fmt.Errorf("%w (the agent binary for %s from the root)", err, platform)
+	}
+	defer ch.Close()
+	stop := context.AfterFunc(ctx, ch.Abort)
+	defer stop()
+	if offer.Size <= 0 || offer.Size > spawn.MaxBinary {
+		return nil, fmt.Errorf("arbor: the root offers an agent binary for %s of %d bytes; a node accepts 1 to %d", platform, offer.Size, spawn.MaxBinary)
+	}
+	data := make([]byte, offer.Size)
+	if k, err := io.ReadFull(ch, data); err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return nil, errs.Wrap(err, fmt.Sprintf("the agent binary for %s from the root ended after %d of %d bytes", platform, k, offer.Size))
+	}
+	return data, nil
 }
 
 // sshOptions are the ssh settings for a spawn: the request's, else this
@@ -315,34 +356,146 @@ func (n *Node) spawnRequest(hop spawn.Hop) (SpawnRequest, error) {
 		return req, err
 	}
 	req.Agents = table
+	if n.Router.ID() == wire.RootID {
+		req.BinaryGrant = binaryGrants.issue(n, n.opts.ConnectTimeout+grantSlack)
+	}
 	return req, nil
 }
 
 // BinaryRequest asks the root for the agent binary of a platform.
 type BinaryRequest struct {
 	Platform string `cbor:"platform" json:"platform"` // "GOOS/GOARCH"
+	// Grant is the BinaryGrant of the spawn request being served.
+	Grant string `cbor:"grant" json:"grant"`
 }
 
-// serveBinary is agent.binary: the root hands an agent binary for another
-// platform to a node below it that must bootstrap a host of that platform.
-// Every caller the root hears from is its descendant; other nodes refuse.
-func (n *Node) serveBinary(ctx context.Context, c *funcs.Call, req BinaryRequest) ([]byte, error) {
+// BinaryOffer is the root's answer to agent.binary: the binary follows on
+// the channel the root opened to the caller, Size bytes, then the end of
+// the channel. The caller claims the channel (router.ClaimChannel with
+// the root's ID) and checks the bytes against the SHA-256 it expects.
+type BinaryOffer struct {
+	Channel uint32 `cbor:"channel" json:"channel"`
+	Size    int64  `cbor:"size" json:"size"`
+	SHA256  string `cbor:"sha256" json:"sha256"`
+}
+
+// serveBinary is agent.binary: the root streams an agent binary for
+// another platform to a node below it that must bootstrap a host of that
+// platform. Other nodes refuse.
+//
+// What a caller can make the root spend is bounded by the grants the root
+// issued, not by what the caller does. A call without a live grant of
+// this root is refused at once, with a small error; a grant is good for
+// one transfer, so each ssh or sudo spawn the root asked for costs it at
+// most one binary, however often the node asks. The binary is never read
+// into memory: it is streamed from its file over a channel (a copy buffer
+// in flight), the yamux window stops the copy when the caller stops
+// reading, and the grant's end is the copy's write deadline.
+func (n *Node) serveBinary(ctx context.Context, c *funcs.Call, req BinaryRequest) (BinaryOffer, error) {
 	if n.Router.ID() != wire.RootID {
-		return nil, fmt.Errorf("arbor: agent.binary is served by the root only, not node %d (%s)", n.Router.ID(), n.Router.Name())
+		return BinaryOffer{}, fmt.Errorf("arbor: agent.binary is served by the root only, not node %d (%s)", n.Router.ID(), n.Router.Name())
 	}
-	b := &spawn.Binaries{Self: n.opts.Exe, Dir: n.opts.AgentDir}
-	table, err := b.Table()
-	if err != nil {
-		return nil, err
-	}
-	hash, ok := table[req.Platform]
+	expires, ok := binaryGrants.take(n, req.Grant)
 	if !ok {
-		return nil, fmt.Errorf("%w %s at the root; %s", spawn.ErrNoBinary, req.Platform, spawn.BuildHint(req.Platform))
+		n.Log.Debug("agent binary refused: no grant", "to", c.Src, "platform", req.Platform)
+		return BinaryOffer{}, fmt.Errorf("arbor: node %d may not fetch the agent binary for %s: it holds no live grant (the root grants one transfer for each ssh or sudo spawn it asks a node for, while that spawn runs)",
+			c.Src, req.Platform)
 	}
-	data, err := b.Binary(ctx, req.Platform, hash)
+	f, size, hash, err := (&spawn.Binaries{Self: n.opts.Exe, Dir: n.opts.AgentDir}).Open(req.Platform)
 	if err != nil {
-		return nil, err
+		if errors.Is(err, spawn.ErrNoBinary) {
+			return BinaryOffer{}, fmt.Errorf("%w at the root; %s", err, spawn.BuildHint(req.Platform))
+		}
+		return BinaryOffer{}, err
 	}
-	n.Log.Debug("handing out agent binary", "platform", req.Platform, "to", c.Src, "bytes", len(data))
-	return data, nil
+	octx, cancel := context.WithDeadline(ctx, expires)
+	defer cancel()
+	ch, err := n.Router.OpenChannel(octx, c.Src, "agent.binary")
+	if err != nil {
+		f.Close()
+		return BinaryOffer{}, fmt.Errorf("%w (sending the agent binary for %s)", err, req.Platform)
+	}
+	n.Log.Debug("handing out agent binary", "platform", req.Platform, "to", c.Src, "bytes", size)
+	go n.sendBinary(ch, f, size, expires)
+	return BinaryOffer{Channel: ch.ID, Size: size, SHA256: hash}, nil
+}
+
+// sendBinary copies size bytes of f to ch, then closes both. It ends at
+// deadline, or when the link or this node closes, if the receiver stops
+// reading. One runs per grant used, so their number is bounded by the
+// spawns under way.
+func (n *Node) sendBinary(ch *router.Channel, f *os.File, size int64, deadline time.Time) {
+	defer f.Close()
+	_ = ch.SetWriteDeadline(deadline)
+	if _, err := io.CopyN(ch, f, size); err != nil {
+		n.Log.Debug("agent binary transfer cut short", "to", ch.Dst, "error", err)
+		ch.Abort()
+		return
+	}
+	ch.Close()
+}
+
+// grantSlack is how much longer than the connect timeout a grant lives:
+// the spawn request travels down and the node allocates an ID before its
+// connect timeout starts.
+const grantSlack = 10 * time.Second
+
+// binaryGrants are the grants for agent.binary that the roots in this
+// process have issued and not seen used. A grant is an unguessable token
+// that travels in a spawn request (SpawnRequest.BinaryGrant) to the node
+// that spawns; it is good for one transfer, from the root that issued it,
+// until it expires. Entries are swept as grants are issued, so the table
+// holds no more than the spawns started within one grant lifetime.
+var binaryGrants grantTable
+
+type grant struct {
+	root    weak.Pointer[Node] // the root that issued it; not kept alive by it
+	expires time.Time
+}
+
+// grantTable is safe for concurrent use; its zero value is ready.
+type grantTable struct {
+	mu sync.Mutex
+	m  map[string]grant
+}
+
+// issue makes a grant of root n valid for ttl.
+func (t *grantTable) issue(n *Node, ttl time.Duration) string {
+	token := rand.Text()
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m == nil {
+		t.m = make(map[string]grant)
+	}
+	for k, g := range t.m {
+		if !now.Before(g.expires) || g.root.Value() == nil {
+			delete(t.m, k)
+		}
+	}
+	t.m[token] = grant{root: weak.Make(n), expires: now.Add(ttl)}
+	return token
+}
+
+// take uses up the grant token of root n, if it is live, and says when it
+// expires.
+func (t *grantTable) take(n *Node, token string) (time.Time, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	g, ok := t.m[token]
+	if !ok || g.root != weak.Make(n) {
+		return time.Time{}, false
+	}
+	delete(t.m, token)
+	return g.expires, time.Now().Before(g.expires)
+}
+
+// revoke ends a grant whose spawn is over ("" is none).
+func (t *grantTable) revoke(token string) {
+	if token == "" {
+		return
+	}
+	t.mu.Lock()
+	delete(t.m, token)
+	t.mu.Unlock()
 }

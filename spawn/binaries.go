@@ -146,6 +146,55 @@ func (b *Binaries) Binary(ctx context.Context, platform, hash string) ([]byte, e
 	return data, nil
 }
 
+// MaxBinary bounds the size of an agent binary a node accepts from
+// another (an intermediate node fetching one from the root): a length
+// announced above it is refused before anything is allocated.
+const MaxBinary = 512 << 20
+
+// Open opens the agent binary this node holds for platform, the one Table
+// lists, for streaming to another node without reading it into memory.
+// It returns the file (the caller closes it), its size and its SHA-256 as
+// Table computed them; a file replaced since is caught by the receiver's
+// check of the hash. A platform Table does not list is ErrNoBinary.
+func (b *Binaries) Open(platform string) (*os.File, int64, string, error) {
+	table, err := b.Table()
+	if err != nil {
+		return nil, 0, "", err
+	}
+	hash, ok := table[platform]
+	if !ok {
+		return nil, 0, "", fmt.Errorf("%w %s", ErrNoBinary, platform)
+	}
+	// Table's order: a file in Dir wins over Self.
+	var paths []string
+	if b.Dir != "" {
+		paths = append(paths, filepath.Join(b.Dir, fileOfPlatform(platform)))
+	}
+	if platform == ThisPlatform {
+		self, err := b.self()
+		if err != nil {
+			return nil, 0, "", err
+		}
+		paths = append(paths, self)
+	}
+	for _, p := range paths {
+		info, err := inspect(p)
+		if err != nil || info.hash != hash || info.dynamic {
+			continue
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, 0, "", fmt.Errorf("arbor: agent binary: %w", err)
+		}
+		if info.size > MaxBinary {
+			f.Close()
+			return nil, 0, "", fmt.Errorf("arbor: agent binary %s is %d bytes, more than the %d a node accepts", p, info.size, MaxBinary)
+		}
+		return f, info.size, hash, nil
+	}
+	return nil, 0, "", fmt.Errorf("%w %s (the binary listed for it has changed or gone)", ErrNoBinary, platform)
+}
+
 func (b *Binaries) self() (string, error) {
 	if b.Self != "" {
 		return b.Self, nil

@@ -33,6 +33,12 @@ import (
 // after the binary until it reads "ok", so the script's readers (sh's read,
 // head -c) can never consume bytes of the link. Lines before the first
 // status line (a noisy login shell) are logged and skipped.
+//
+// The parent trusts the remote end no further than this exchange: one
+// bootstrap uploads the binary at most once. "hit" and "need" may only
+// come first, "ok" only after the upload; a status out of that order (a
+// second "need" above all, which would have the parent send the binary
+// again and again) fails the spawn at once, and the process is killed.
 
 //go:embed bootstrap.sh
 var bootstrapSource string
@@ -114,6 +120,10 @@ const maxJunk = 64 << 10
 func runBootstrap(ctx context.Context, r *bufio.Reader, w io.Writer, bins *Binaries, node, hop string, log hclog.Logger) (bootResult, error) {
 	var res bootResult
 	junk := 0
+	uploaded := false // the binary went out: only "ok" or "fail" may follow
+	outOfOrder := func(why string) error {
+		return &HopError{Node: node, Hop: hop, Kind: ErrBootstrap, Detail: why}
+	}
 	for {
 		line, err := readLine(r)
 		if err != nil {
@@ -135,6 +145,15 @@ func runBootstrap(ctx context.Context, r *bufio.Reader, w io.Writer, bins *Binar
 			return res, &HopError{Node: node, Hop: hop, Kind: ErrBootstrap, Detail: "empty bootstrap status line"}
 		}
 		switch {
+		case f[0] == "fail":
+			return res, &HopError{Node: node, Hop: hop, Kind: ErrBootstrap,
+				Detail: "bootstrap failed on the remote side: " + strings.Join(f[1:], " ")}
+		case f[0] == "need" && uploaded:
+			return res, outOfOrder("remote asked for the agent binary again after it was uploaded")
+		case f[0] == "hit" && uploaded:
+			return res, outOfOrder("remote reported a cache hit after the agent binary was uploaded")
+		case f[0] == "ok" && !uploaded:
+			return res, outOfOrder("remote reported the agent binary stored before any was uploaded")
 		case f[0] == "hit" && len(f) == 3:
 			res.mode, res.platform = BootHit, f[1]+"/"+f[2]
 			log.Debug("agent cache hit", "child", node, "hop", hop, "platform", res.platform)
@@ -142,12 +161,13 @@ func runBootstrap(ctx context.Context, r *bufio.Reader, w io.Writer, bins *Binar
 		case f[0] == "ok":
 			res.mode = BootUpload
 			return res, nil
-		case f[0] == "fail":
-			return res, &HopError{Node: node, Hop: hop, Kind: ErrBootstrap,
-				Detail: "bootstrap failed on the remote side: " + strings.Join(f[1:], " ")}
 		case f[0] == "need" && len(f) == 5:
 			res.platform = f[1] + "/" + f[2]
 			hash, enc := f[3], f[4]
+			if !platformRE.MatchString(res.platform) || (hash != "-" && !hashRE.MatchString(hash)) || (enc != "gzip" && enc != "raw") {
+				return res, &HopError{Node: node, Hop: hop, Kind: ErrBootstrap,
+					Detail: fmt.Sprintf("malformed bootstrap status %q", line)}
+			}
 			if hash == "-" {
 				if path, self, ok := bins.dynamic(res.platform); ok {
 					return res, &HopError{Node: node, Hop: hop, Kind: ErrDynamicAgent,
@@ -168,6 +188,7 @@ func runBootstrap(ctx context.Context, r *bufio.Reader, w io.Writer, bins *Binar
 			}
 			log.Debug("uploading agent binary", "child", node, "hop", hop, "platform", res.platform,
 				"bytes", len(data), "sent", len(payload), "encoding", enc)
+			uploaded = true
 			if _, err := fmt.Fprintf(w, "%d\n", len(payload)); err != nil {
 				return res, io.EOF
 			}
