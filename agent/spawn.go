@@ -91,16 +91,19 @@ func (n *Node) spawn(ctx context.Context, req SpawnRequest) (SpawnResult, error)
 	if closing {
 		return SpawnResult{}, fmt.Errorf("arbor: node %d is shutting down", n.Router.ID())
 	}
-	id, err := n.Router.AllocateID(ctx)
-	if err != nil {
-		return SpawnResult{}, err
-	}
 	label := name
 	if name == "" {
 		name = defaultName(hop)
 	}
 	if n.Router.ID() != wire.RootID {
 		name = n.Router.Name() + "/" + name
+	}
+	if err := wire.CheckName(name); err != nil {
+		return SpawnResult{}, err
+	}
+	id, err := n.Router.AllocateID(ctx)
+	if err != nil {
+		return SpawnResult{}, err
 	}
 	lcfg := stream.DefaultConfig()
 	lcfg.MaxMessage = n.Router.MaxMessage()
@@ -126,6 +129,9 @@ func (n *Node) spawn(ctx context.Context, req SpawnRequest) (SpawnResult, error)
 	}
 	l, proc, err := n.start(ctx, hop, req, hello, lcfg, env)
 	if err != nil {
+		// No link, so no route to id was ever announced: it can be
+		// handed out again.
+		n.Router.ReleaseID(id)
 		return SpawnResult{}, err
 	}
 	// The child is listed before its link is attached, so that a Close

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -124,7 +125,7 @@ func (t *Tree) onRoute(e routemonitor.Event) {
 			return
 		}
 		if t.nodes[e.ID] == nil {
-			t.nodes[e.ID] = &NodeMeta{ID: e.ID, Name: e.Name, State: StateUp}
+			t.nodes[e.ID] = &NodeMeta{ID: e.ID, Parent: e.Parent, Name: e.Name, State: StateUp}
 		}
 		t.emit(TreeEvent{Kind: "add_route", ID: e.ID, Name: e.Name, Time: e.Time})
 	case routemonitor.DelRoute:
@@ -142,7 +143,10 @@ func (t *Tree) onRoute(e routemonitor.Event) {
 }
 
 // onNodeState runs at the root for each NODE_STATE: a parent describing one
-// of its children. Reports about nodes no longer routed are stale.
+// of its children. Reports about nodes no longer routed are stale. A report
+// is believed only from the node's parent as its route told it (a node
+// cannot describe its sibling), and the node's name is the route's: a
+// report changes state, RTT and how the node was spawned, never who it is.
 func (t *Tree) onNodeState(m *router.Message) {
 	var ns wire.NodeState
 	if err := wire.Unmarshal(m.Payload, &ns); err != nil {
@@ -163,22 +167,56 @@ func (t *Tree) onNodeState(m *router.Message) {
 	}
 	meta := t.nodes[ns.ID]
 	if meta == nil {
-		meta = &NodeMeta{ID: ns.ID, Name: ns.Name, State: StateUp}
-		t.nodes[ns.ID] = meta
+		// The route is known (checked above) but its event has not reached
+		// the tree yet: nothing to check the report against.
+		return
 	}
-	meta.Parent = ns.Parent
+	if meta.Parent != ns.Parent {
+		t.n.Log.Warn("NODE_STATE refused: the reporter is not the node's parent",
+			"src", m.Src, "child", ns.ID, "claimed_parent", ns.Parent, "parent", meta.Parent)
+		return
+	}
 	if ns.Spawned {
+		if err := checkSpawnReport(ns); err != nil {
+			t.n.Log.Warn("NODE_STATE refused", "src", m.Src, "child", ns.ID, "error", err)
+			return
+		}
 		meta.known = true
-		meta.Name, meta.Label, meta.Method, meta.Target = ns.Name, ns.Label, ns.Method, ns.Target
+		meta.Label, meta.Method, meta.Target = ns.Label, ns.Method, ns.Target
 		meta.Host, meta.PID = ns.Host, ns.PID
 	}
 	if ns.RTT != 0 {
 		meta.RTT = ns.RTT
 	}
+	switch ns.State {
+	case "", StateUp, StateUnresponsive, StateDown:
+	default:
+		t.n.Log.Warn("NODE_STATE refused: unknown state", "src", m.Src, "child", ns.ID, "state", termsafeQuote(ns.State))
+		return
+	}
 	if ns.State != "" && ns.State != meta.State {
 		meta.State = ns.State
 		t.emit(TreeEvent{Kind: ns.State, ID: ns.ID, Name: meta.Name, Cause: ns.Cause})
 	}
+}
+
+// checkSpawnReport checks the strings of a spawn report the way route
+// names are checked: they reach listings, logs and the path resolver.
+func checkSpawnReport(ns wire.NodeState) error {
+	for _, f := range [...]string{ns.Label, ns.Method, ns.Target, ns.Host} {
+		if err := wire.CheckName(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// termsafeQuote quotes a peer's string for a log line.
+func termsafeQuote(s string) string {
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	return strconv.Quote(s)
 }
 
 // Nodes is a snapshot of every node below the root, ordered by ID.

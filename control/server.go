@@ -207,6 +207,7 @@ func (s *Server) handle(conn *net.UnixConn) {
 		// Open has closed conn. The client never got a route, so no
 		// withdrawal will forget it.
 		s.root.Tree.UnmarkClient(id)
+		s.root.Router.ReleaseID(id)
 		s.log.Debug("client hello failed", "pid", cred.Pid, "error", err)
 		return
 	}

@@ -44,6 +44,8 @@ type Event struct {
 	ID    uint32
 	Name  string
 	Via   uint32 // the child link's peer, for AddRoute
+	// Parent is the node's parent as its ADD_ROUTE told, for AddRoute.
+	Parent uint32
 	Cause string // for DelRoute and ParentLost
 	Time  time.Time
 }
@@ -117,20 +119,22 @@ func (m *Monitor) RoutesVia(p *router.Port) []uint32 {
 }
 
 // PortUp implements router.Observer: a new child link routes its child.
-func (m *Monitor) PortUp(p *router.Port) {
+// When the route cannot be installed (its ID is taken, its name is bad)
+// the link is refused: the router closes it and the attach fails.
+func (m *Monitor) PortUp(p *router.Port) error {
 	if p.IsParent {
-		return
+		return nil
 	}
 	if err := m.r.AddRoute(p.PeerID, p.PeerName, p); err != nil {
-		m.log.Error("new child link brings a route already known", "error", err)
-		p.Link.Abort(err)
-		return
+		m.log.Error("new child link refused: its route cannot be installed", "error", err)
+		return err
 	}
 	m.mu.Lock()
 	m.sets[p] = map[uint32]struct{}{p.PeerID: {}}
 	m.mu.Unlock()
-	m.sendUp(wire.HandleAddRoute, wire.AddRoute{ID: p.PeerID, Name: p.PeerName})
-	m.emit(Event{Kind: AddRoute, ID: p.PeerID, Name: p.PeerName, Via: p.PeerID})
+	m.sendUp(wire.HandleAddRoute, wire.AddRoute{ID: p.PeerID, Name: p.PeerName, Parent: m.r.ID()})
+	m.emit(Event{Kind: AddRoute, ID: p.PeerID, Name: p.PeerName, Via: p.PeerID, Parent: m.r.ID()})
+	return nil
 }
 
 // PortDown implements router.Observer: every ID of a lost child link is
@@ -189,9 +193,9 @@ func (m *Monitor) withdraw(id uint32, name, cause string, from *router.Port, up 
 
 func (m *Monitor) onAddRoute(msg *router.Message) {
 	p := msg.Port
-	if p == nil || p.IsParent || msg.Src != p.PeerID {
+	if p == nil || p.IsParent || msg.Src != p.PeerID || msg.Auth != p.PeerID {
 		m.log.Error("ADD_ROUTE refused: not from the child that owns the link",
-			"src", msg.Src, "link", portName(p))
+			"src", msg.Src, "auth", msg.Auth, "link", portName(p))
 		return
 	}
 	var ar wire.AddRoute
@@ -199,6 +203,13 @@ func (m *Monitor) onAddRoute(msg *router.Message) {
 		m.log.Error("ADD_ROUTE refused: bad payload; closing link", "link", p.String(), "error", err)
 		p.Link.Abort(fmt.Errorf("%w (ADD_ROUTE payload)", err))
 		return
+	}
+	if ar.Parent != p.PeerID {
+		if via, _, ok := m.r.Lookup(ar.Parent); !ok || via != p {
+			m.log.Error("ADD_ROUTE refused: its parent is not behind the link", "id", ar.ID,
+				"parent", ar.Parent, "link", p.String())
+			return
+		}
 	}
 	if err := m.r.AddRoute(ar.ID, ar.Name, p); err != nil {
 		m.log.Error("ADD_ROUTE refused", "id", ar.ID, "name", ar.Name, "link", p.String(), "error", err)
@@ -216,7 +227,7 @@ func (m *Monitor) onAddRoute(msg *router.Message) {
 		return // a repeat, or the link is already gone
 	}
 	m.sendUp(wire.HandleAddRoute, ar)
-	m.emit(Event{Kind: AddRoute, ID: ar.ID, Name: ar.Name, Via: p.PeerID})
+	m.emit(Event{Kind: AddRoute, ID: ar.ID, Name: ar.Name, Via: p.PeerID, Parent: ar.Parent})
 }
 
 func (m *Monitor) onDelRoute(msg *router.Message) {
@@ -228,6 +239,11 @@ func (m *Monitor) onDelRoute(msg *router.Message) {
 	if err := wire.Unmarshal(msg.Payload, &dr); err != nil {
 		m.log.Error("DEL_ROUTE refused: bad payload; closing link", "link", p.String(), "error", err)
 		p.Link.Abort(fmt.Errorf("%w (DEL_ROUTE payload)", err))
+		return
+	}
+	if msg.Src != p.PeerID || msg.Auth != p.PeerID {
+		m.log.Error("DEL_ROUTE ignored: not from the node at the other end of the link",
+			"id", dr.ID, "from", p.String(), "src", msg.Src, "auth", msg.Auth)
 		return
 	}
 	owner, _, routed := m.r.Lookup(dr.ID)
@@ -242,7 +258,7 @@ func (m *Monitor) onDelRoute(msg *router.Message) {
 		m.withdraw(dr.ID, dr.Name, dr.Cause, p, false)
 		return
 	}
-	if !routed || owner != p || msg.Src != p.PeerID {
+	if !routed || owner != p {
 		m.log.Error("DEL_ROUTE ignored: not from the link that owns the route",
 			"id", dr.ID, "from", p.String(), "src", msg.Src, "owner", portName(owner))
 		return

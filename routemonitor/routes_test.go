@@ -104,7 +104,7 @@ func (r *recorder) settle(t *testing.T, who string, want ...routemonitor.Event) 
 
 // added is the AddRoute event for n, learned through the link to via.
 func added(n *testtree.Node, name string, via *testtree.Node) routemonitor.Event {
-	return routemonitor.Event{Kind: routemonitor.AddRoute, ID: n.ID(), Name: name, Via: via.ID()}
+	return routemonitor.Event{Kind: routemonitor.AddRoute, ID: n.ID(), Name: name, Via: via.ID(), Parent: n.Parent.ID()}
 }
 
 // expectLog fails unless exactly one record matches msg and fields.
@@ -555,7 +555,7 @@ func TestRouteUpdatesFromTheWrongLink(t *testing.T) {
 			}
 
 			t.Run("duplicate ADD_ROUTE at an intermediate", func(t *testing.T) {
-				inject(t, b.Down, addRoute(up(b)), wire.AddRoute{ID: b2.ID(), Name: "a/b/evil"})
+				inject(t, b.Down, addRoute(up(b)), wire.AddRoute{ID: b2.ID(), Name: "a/b/evil", Parent: b.ID()})
 				barrier(t, b, root, rootEcho)
 				expectLog(t, logs, "ADD_ROUTE refused", map[string]any{
 					"node": a.ID(), "id": b2.ID(), "name": "a/b/evil", "link": link(b, "a/b"),
@@ -564,7 +564,7 @@ func TestRouteUpdatesFromTheWrongLink(t *testing.T) {
 				})
 			})
 			t.Run("duplicate ADD_ROUTE at the root", func(t *testing.T) {
-				inject(t, a.Down, addRoute(up(a)), wire.AddRoute{ID: x.ID(), Name: "a/evil"})
+				inject(t, a.Down, addRoute(up(a)), wire.AddRoute{ID: x.ID(), Name: "a/evil", Parent: a.ID()})
 				barrier(t, a, root, rootEcho)
 				expectLog(t, logs, "ADD_ROUTE refused", map[string]any{
 					"node": root.ID(), "id": x.ID(), "name": "a/evil", "link": link(a, "a"),
@@ -573,7 +573,7 @@ func TestRouteUpdatesFromTheWrongLink(t *testing.T) {
 				})
 			})
 			t.Run("ADD_ROUTE for an ancestor", func(t *testing.T) {
-				inject(t, b.Down, addRoute(up(b)), wire.AddRoute{ID: root.ID(), Name: "evil-root"})
+				inject(t, b.Down, addRoute(up(b)), wire.AddRoute{ID: root.ID(), Name: "evil-root", Parent: b.ID()})
 				barrier(t, b, root, rootEcho)
 				expectLog(t, logs, "ADD_ROUTE refused", map[string]any{
 					"node": a.ID(), "id": root.ID(), "name": "evil-root", "link": link(b, "a/b"),
@@ -611,8 +611,8 @@ func TestRouteUpdatesFromTheWrongLink(t *testing.T) {
 					t.Fatal(err)
 				}
 				barrier(t, c, root, rootEcho)
-				expectLog(t, logs, "DEL_ROUTE ignored: not from the link that owns the route", map[string]any{
-					"node": a.ID(), "id": c.ID(), "from": link(b, "a/b"), "src": c.ID(), "owner": link(b, "a/b"),
+				expectLog(t, logs, "DEL_ROUTE ignored: not from the node at the other end of the link", map[string]any{
+					"node": a.ID(), "id": c.ID(), "from": link(b, "a/b"), "src": c.ID(), "auth": c.ID(),
 				})
 			})
 			t.Run("DEL_ROUTE from the parent for a child's route", func(t *testing.T) {
@@ -638,9 +638,15 @@ func TestRouteUpdatesFromTheWrongLink(t *testing.T) {
 			}
 
 			t.Run("honest updates on the same path", func(t *testing.T) {
-				const fake = 4343
-				inject(t, b.Down, addRoute(up(b)), wire.AddRoute{ID: fake, Name: "a/b/extra"})
-				evRoot.waitEvent(t, routemonitor.Event{Kind: routemonitor.AddRoute, ID: fake, Name: "a/b/extra", Via: a.ID()})
+				// An ID b allocated itself, as for a child it spawns.
+				ctx, cancel := context.WithTimeout(context.Background(), patience)
+				defer cancel()
+				fake, err := b.R.AllocateID(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				inject(t, b.Down, addRoute(up(b)), wire.AddRoute{ID: fake, Name: "a/b/extra", Parent: b.ID()})
+				evRoot.waitEvent(t, routemonitor.Event{Kind: routemonitor.AddRoute, ID: fake, Name: "a/b/extra", Via: a.ID(), Parent: b.ID()})
 				if port, name, ok := a.R.Lookup(fake); !ok || port != b.Up || name != "a/b/extra" {
 					t.Fatalf("a: route to %d: %v %q %v, want via b", fake, port, name, ok)
 				}

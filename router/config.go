@@ -20,8 +20,58 @@ type Config struct {
 	// AllowSiblingRoutes lifts unidirectional routing: the node then
 	// forwards between two child links. Off by default; for trusted trees.
 	AllowSiblingRoutes bool
+	// Quota bounds what one child link may make this node hold; zero
+	// fields take DefaultQuota's values.
+	Quota Quota
 	// Logger is the node's logger; nil means hclog.Default().
 	Logger hclog.Logger
+}
+
+// Quota bounds, per child link, the routes and node IDs a subtree can make
+// this node keep (see origin.go). Honest trees stay far inside them: a link
+// takes IDs only as its subtree spawns, and uses them for real routes.
+type Quota struct {
+	// MaxRoutesPerLink caps the routes through one child link [65,536]:
+	// the largest subtree one link may carry.
+	MaxRoutesPerLink int
+	// MaxUnusedIDs is how many IDs granted through a link may be unused by
+	// any route before it gets no more [4096]; a link whose subtree is
+	// larger may hold as many unused IDs as it has used.
+	MaxUnusedIDs uint64
+	// IDRate and IDBurst are a token bucket on the IDs granted through one
+	// link [100 a second, burst 65,536]: building a large subtree at once
+	// is free, draining the 32-bit ID space is not.
+	IDRate  float64
+	IDBurst uint64
+	// MaxIDsPerLink caps the IDs granted through one link in its lifetime
+	// [16,777,216, 1/256 of the ID space].
+	MaxIDsPerLink uint64
+}
+
+// DefaultQuota is the quota a zero Quota means.
+func DefaultQuota() Quota {
+	return Quota{MaxRoutesPerLink: 1 << 16, MaxUnusedIDs: 4096, IDRate: 100, IDBurst: 1 << 16, MaxIDsPerLink: 1 << 24}
+}
+
+// withDefaults fills zero fields from DefaultQuota.
+func (q Quota) withDefaults() Quota {
+	d := DefaultQuota()
+	if q.MaxRoutesPerLink <= 0 {
+		q.MaxRoutesPerLink = d.MaxRoutesPerLink
+	}
+	if q.MaxUnusedIDs == 0 {
+		q.MaxUnusedIDs = d.MaxUnusedIDs
+	}
+	if q.IDRate <= 0 {
+		q.IDRate = d.IDRate
+	}
+	if q.IDBurst == 0 {
+		q.IDBurst = d.IDBurst
+	}
+	if q.MaxIDsPerLink == 0 {
+		q.MaxIDsPerLink = d.MaxIDsPerLink
+	}
+	return q
 }
 
 // DefaultConfig is the root's configuration.

@@ -18,6 +18,9 @@ var (
 	// ErrNoParent is returned by operations that need the root when a node
 	// has no parent link.
 	ErrNoParent = errors.New("arbor: no parent link")
+	// ErrQuota matches every *QuotaError: a child link reached one of its
+	// per-link bounds (see Quota).
+	ErrQuota = errors.New("arbor: link quota reached")
 )
 
 // Reasons carried by dead replies. Callers match them with

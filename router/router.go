@@ -28,8 +28,10 @@ type Message struct {
 // goroutines and must not block for long.
 type Observer interface {
 	// PortUp is called when a link is attached, before its first frame is
-	// read, so routes it brings are known before any traffic from it.
-	PortUp(p *Port)
+	// read, so routes it brings are known before any traffic from it. An
+	// error refuses the link: it is closed, PortDown is not called, and the
+	// attach fails with that error.
+	PortUp(p *Port) error
 	// PortDown is called once, after the link has closed and its loops have
 	// ended. Routes through p are still in the table when it is called.
 	PortDown(p *Port, cause error)
@@ -46,6 +48,8 @@ type Port struct {
 	// authority marks a child link trusted with this node's authority
 	// (see AttachChildWithAuthority).
 	authority bool
+
+	origin origin // what may be routed through this link (origin.go)
 
 	lastEgress atomic.Uint64 // dst+1 of the last recorded egress: skips the lock on repeats
 	egressMu   sync.Mutex
@@ -98,6 +102,7 @@ type Router struct {
 	ancestors []uint32
 	maxMsg    uint32
 	siblings  bool
+	quota     Quota
 	log       hclog.Logger
 
 	mu       sync.RWMutex
@@ -144,6 +149,7 @@ func New(cfg *Config) (*Router, error) {
 		ancestors: append([]uint32(nil), cfg.Ancestors...),
 		maxMsg:    cfg.MaxMessage,
 		siblings:  cfg.AllowSiblingRoutes,
+		quota:     cfg.Quota.withDefaults(),
 		log:       log.With("node", cfg.ID),
 		children:  make(map[uint32]*Port),
 		routes:    make(map[uint32]route),
@@ -154,9 +160,7 @@ func New(cfg *Config) (*Router, error) {
 	}
 	r.nextHandle.Store(wire.FirstDynamicHandle - 1)
 	r.ids.init(r)
-	if r.id == wire.RootID {
-		r.Handle(wire.HandleAllocateID, r.handleAllocateID, Descendants(r))
-	}
+	r.Handle(wire.HandleAllocateID, r.handleAllocateID, fromChildPeer)
 	return r, nil
 }
 
@@ -215,7 +219,9 @@ func (r *Router) AttachParent(l *stream.Link) (*Port, error) {
 	}
 	r.parent = p
 	r.mu.Unlock()
-	r.start(p)
+	if err := r.start(p); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -254,16 +260,24 @@ func (r *Router) attachChild(l *stream.Link, authority bool) (*Port, error) {
 	}
 	r.children[p.PeerID] = p
 	r.mu.Unlock()
-	r.start(p)
+	if err := r.start(p); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
-func (r *Router) start(p *Port) {
+// start tells the observer of p and starts its loops. When the observer
+// refuses p, p is detached and closed and the refusal returned.
+func (r *Router) start(p *Port) error {
 	r.mu.RLock()
 	obs := r.observer
 	r.mu.RUnlock()
 	if obs != nil {
-		obs.PortUp(p)
+		if err := obs.PortUp(p); err != nil {
+			r.detach(p)
+			p.Link.Abort(err)
+			return err
+		}
 	}
 	go r.acceptChannels(p)
 	p.Link.Start(func(h wire.Header, payload []byte) {
@@ -272,16 +286,22 @@ func (r *Router) start(p *Port) {
 		if obs != nil {
 			obs.PortDown(p, cause)
 		}
-		r.mu.Lock()
-		if p.IsParent {
-			if r.parent == p {
-				r.parent = nil
-			}
-		} else if r.children[p.PeerID] == p {
-			delete(r.children, p.PeerID)
-		}
-		r.mu.Unlock()
+		r.detach(p)
 	})
+	return nil
+}
+
+// detach forgets p as the parent or a child link.
+func (r *Router) detach(p *Port) {
+	r.mu.Lock()
+	if p.IsParent {
+		if r.parent == p {
+			r.parent = nil
+		}
+	} else if r.children[p.PeerID] == p {
+		delete(r.children, p.PeerID)
+	}
+	r.mu.Unlock()
 }
 
 // Parent is the parent port, or nil at the root or after the parent link closed.
@@ -304,18 +324,31 @@ func (r *Router) Children() []*Port {
 }
 
 // AddRoute routes id (named name) through child port p. It fails if id is
-// this node or already routed through another port.
+// this node or an ancestor, already routed through another port, neither
+// p's peer nor inside a block of IDs allocated through p (origin.go),
+// routed through p before and withdrawn, past p's route quota, or if name
+// breaks the name rules (wire.CheckName). Adding a route p already has is
+// a no-op.
 func (r *Router) AddRoute(id uint32, name string, p *Port) error {
 	if p.IsParent {
 		return fmt.Errorf("arbor: node %d: routes are learned from children only", r.id)
+	}
+	if err := wire.CheckName(name); err != nil {
+		return fmt.Errorf("%w (route to %d via %s at node %d)", err, id, p, r.id)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if id == r.id || r.isAncestor(id) {
 		return fmt.Errorf("arbor: node %d: refusing route to %d via %s: that is this node or an ancestor", r.id, id, p)
 	}
-	if old, ok := r.routes[id]; ok && old.port != p {
+	if old, ok := r.routes[id]; ok {
+		if old.port == p {
+			return nil
+		}
 		return fmt.Errorf("arbor: node %d: refusing duplicate route to %d via %s: already routed via %s", r.id, id, p, old.port)
+	}
+	if err := r.admitRoute(id, p); err != nil {
+		return err
 	}
 	r.routes[id] = route{port: p, name: name}
 	return nil
@@ -328,6 +361,7 @@ func (r *Router) DelRoute(id uint32) (*Port, string, bool) {
 	rt, ok := r.routes[id]
 	if ok {
 		delete(r.routes, id)
+		rt.port.releaseRoute()
 	}
 	return rt.port, rt.name, ok
 }
@@ -517,6 +551,13 @@ func (r *Router) decide(in *Port, h *wire.Header) verdict {
 	switch {
 	case out == nil:
 		return verdict{refuse: fmt.Sprintf("no route to %d, my ID is %d", h.Dst, r.id)}
+	case out.authority && in != nil && !in.authority && h.Handle < wire.FirstDynamicHandle && h.Handle != wire.HandleChannel:
+		// A client acting with this node's authority hears from the tree
+		// only what answers it: replies and streams on the handles it
+		// made. A node below must not reach its route table, its logs or
+		// anything else on a well-known handle.
+		return verdict{refuse: fmt.Sprintf("node %d may not send %s to client %d, my ID is %d",
+			h.Src, wire.HandleName(h.Handle), h.Dst, r.id)}
 	case in != nil && !in.IsParent && !out.IsParent && !r.siblings && !in.authority && !out.authority:
 		return verdict{refuse: fmt.Sprintf("routing mode prevents forwarding from node %d to node %d (between child links to %d and %d), my ID is %d",
 			h.Src, h.Dst, in.PeerID, out.PeerID, r.id)}

@@ -330,7 +330,12 @@ func TestDeadReplies(t *testing.T) {
 			b := a.Spawn(t, o, "b")
 			c := b.Spawn(t, o, "c")
 			root.WaitRoute(t, c.ID())
-			const ghost = 4242
+			// An ID allocated through a, b and c but never routed: a
+			// stale route to it is one the tree could really have had.
+			ghost, err := c.R.AllocateID(ctxPatience(t))
+			if err != nil {
+				t.Fatal(err)
+			}
 
 			t.Run("no route, from the parent: answered, not bounced", func(t *testing.T) {
 				// A stale route at the root and at a sends the request down
@@ -640,13 +645,13 @@ func TestSiblingRouting(t *testing.T) {
 }
 
 // TestIDBlocks checks node ID allocation: the root numbers its own children
-// from 1; each intermediate takes a block of wire.IDBlockSize from the root
-// on its first spawn, so intermediates spawning side by side get disjoint
-// IDs; an exhausted block is replaced by a fresh one; and no ID is handed
-// out again after its node died, whether a leaf or an intermediate with a
-// block of its own.
+// from 1; every other node takes blocks from its parent (16 IDs first, twice
+// as many each next time), which passes the request up to the root, so
+// intermediates spawning side by side get disjoint IDs; an exhausted block
+// is replaced by a fresh, larger one; an ID whose child never attached is
+// handed out again; and no ID is handed out again after its node died,
+// whether a leaf or an intermediate with a block of its own.
 func TestIDBlocks(t *testing.T) {
-	const blk = wire.IDBlockSize
 	for _, tr := range testtree.Transports {
 		t.Run(tr.Name, func(t *testing.T) {
 			o := testtree.Options{Transport: tr}
@@ -668,51 +673,63 @@ func TestIDBlocks(t *testing.T) {
 			a := spawn(root, "a", 1)
 			x := spawn(root, "x", 2)
 			// Interleaved spawns under two intermediates: a's block is
-			// [3, 3+blk), x's the next one.
+			// [3, 19), x's the next one.
 			b := spawn(a, "b", 3)
-			y := spawn(x, "y", 3+blk)
+			y := spawn(x, "y", 19)
 			spawn(a, "b2", 4)
-			spawn(x, "y2", 4+blk)
-			spawn(root, "z", 3+2*blk)
-			root.WaitRoute(t, 4+blk)
+			spawn(x, "y2", 20)
+			spawn(root, "z", 35)
+			root.WaitRoute(t, 20)
 
 			// A leaf dies; its parent's next child gets a new ID.
 			b.R.Close()
 			a.WaitNoRoute(t, b.ID())
 			root.WaitNoRoute(t, b.ID())
-			spawn(a, "b3", 5)
+			b3 := spawn(a, "b3", 5)
 
 			// An intermediate with a block dies; neither its ID nor its block
 			// comes back.
 			x.R.Close()
 			root.WaitNoRoute(t, x.ID())
 			root.WaitNoRoute(t, y.ID())
-			w := spawn(root, "w", 4+2*blk)
-			spawn(w, "w1", 5+2*blk)
+			w := spawn(root, "w", 36)
+			spawn(w, "w1", 37)
 
-			// a uses up its block; the next one is fresh.
+			// A grandchild's block comes from the root through its parent.
+			c := spawn(b3, "c", 53)
+			root.WaitRoute(t, c.ID())
+			if u := a.Up.Usage(); u.Granted != 16+16 || u.Routes != 4 {
+				t.Errorf("root's link to a: %+v, want 32 IDs granted (a's block and b3's), 4 routes", u)
+			}
+
+			// a uses up its block; the next one is fresh and twice as large.
 			var got []uint32
-			for i := 0; i < blk-3+1; i++ {
+			for i := 0; i < 14; i++ {
 				id, err := a.R.AllocateID(ctxPatience(t))
 				if err != nil {
 					t.Fatal(err)
 				}
 				got = append(got, id)
 			}
-			for i, id := range got[:blk-3] {
+			for i, id := range got[:13] {
 				if id != uint32(6+i) {
 					t.Fatalf("a's ID #%d: %d, want %d", i, id, 6+i)
 				}
 			}
-			if last := got[blk-3]; last != 5+3*blk {
-				t.Fatalf("a's first ID of its second block: %d, want %d", last, 5+3*blk)
+			if last := got[13]; last != 69 {
+				t.Fatalf("a's first ID of its second block: %d, want 69", last)
+			}
+			// An ID whose child never attached comes back first.
+			a.R.ReleaseID(got[13])
+			if id, err := a.R.AllocateID(ctxPatience(t)); err != nil || id != got[13] {
+				t.Fatalf("after ReleaseID(%d): AllocateID = %d, %v", got[13], id, err)
 			}
 			id, err := root.R.AllocateID(ctxPatience(t))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if id != 5+4*blk {
-				t.Fatalf("root's next ID %d, want %d", id, 5+4*blk)
+			if id != 101 {
+				t.Fatalf("root's next ID %d, want 101", id)
 			}
 		})
 	}
@@ -783,7 +800,7 @@ func TestRequestUnblock(t *testing.T) {
 				}
 				select {
 				case err := <-alloc:
-					want := fmt.Sprintf("arbor: node 0 disconnected: %s (node %d allocating IDs from the root)", cause, a.ID())
+					want := fmt.Sprintf("arbor: node 0 disconnected: %s (node %d allocating IDs from its parent 0)", cause, a.ID())
 					if !errors.Is(err, router.ErrDisconnected) || err.Error() != want {
 						t.Fatalf("AllocateID: got %v, want %q", err, want)
 					}

@@ -37,6 +37,10 @@ type HelloAck struct {
 type AddRoute struct {
 	ID   uint32 `cbor:"1,keyasint"`
 	Name string `cbor:"2,keyasint"`
+	// Parent is the node the route's node is a child of: the node that
+	// made the route when the link to it came up. Nodes above pass it on
+	// unchanged; it tells the root whose NODE_STATE reports to believe.
+	Parent uint32 `cbor:"3,keyasint,omitempty"`
 }
 
 // DelRoute withdraws the route to ID; Cause says why (EOF, heartbeat
