@@ -40,14 +40,14 @@ func (k EventKind) String() string {
 
 // Event is one change to the route table.
 type Event struct {
-	Kind  EventKind
-	ID    uint32
-	Name  string
-	Via   uint32 // the child link's peer, for AddRoute
+	Kind EventKind
+	ID   uint32
+	Name string
+	Via  uint32 // the child link's peer, for AddRoute
 	// Parent is the node's parent as its ADD_ROUTE told, for AddRoute.
 	Parent uint32
-	Cause string // for DelRoute and ParentLost
-	Time  time.Time
+	Cause  string // for DelRoute and ParentLost
+	Time   time.Time
 }
 
 // Monitor is a node's RouteMonitor. It is safe for concurrent use.
