@@ -212,6 +212,13 @@ func (m *Monitor) onAddRoute(msg *router.Message) {
 		}
 	}
 	if err := m.r.AddRoute(ar.ID, ar.Name, p); err != nil {
+		if errors.Is(err, router.ErrOrigin) {
+			// A hijack: the next ID this node will hand out, a dead node's,
+			// a sibling subtree's. No honest node announces it.
+			m.log.Error("ADD_ROUTE refused: route hijack; closing link", "id", ar.ID, "name", ar.Name, "link", p.String(), "error", err)
+			p.Link.Abort(err)
+			return
+		}
 		m.log.Error("ADD_ROUTE refused", "id", ar.ID, "name", ar.Name, "link", p.String(), "error", err)
 		return
 	}

@@ -21,6 +21,9 @@ var (
 	// ErrQuota matches every *QuotaError: a child link reached one of its
 	// per-link bounds (see Quota).
 	ErrQuota = errors.New("arbor: link quota reached")
+	// ErrOrigin matches every *OriginError: a route announced through a
+	// link its ID was not allocated through.
+	ErrOrigin = errors.New("arbor: route from the wrong origin")
 )
 
 // Reasons carried by dead replies. Callers match them with

@@ -70,11 +70,11 @@ func (r *Router) admitRoute(id uint32, p *Port) error {
 	if id != p.PeerID {
 		g := o.find(id)
 		if g == nil {
-			return fmt.Errorf("arbor: node %d: refusing route to %d via %s: ID %d was not allocated through that link", r.id, id, p, id)
+			return &OriginError{Node: r.id, ID: id, Link: p.String(), Why: "that ID was not allocated through the link"}
 		}
 		bit, word := uint64(1)<<((id-g.start)%64), (id-g.start)/64
 		if g.seen[word]&bit != 0 {
-			return fmt.Errorf("arbor: node %d: refusing route to %d via %s: node %d was withdrawn before and IDs are never reused", r.id, id, p, id)
+			return &OriginError{Node: r.id, ID: id, Link: p.String(), Why: "that node was withdrawn before and IDs are never reused"}
 		}
 		g.seen[word] |= bit
 		o.used++
@@ -181,3 +181,19 @@ func (e *QuotaError) Error() string {
 
 // Is makes errors.Is(err, ErrQuota) match.
 func (e *QuotaError) Is(target error) bool { return target == ErrQuota }
+
+// OriginError is a route announced through a link its ID does not belong
+// to: what no honest node sends, so the link is closed (routemonitor).
+type OriginError struct {
+	Node uint32 // the node that refused the route
+	ID   uint32 // the route's ID
+	Link string // the link it came through
+	Why  string
+}
+
+func (e *OriginError) Error() string {
+	return fmt.Sprintf("arbor: node %d: refusing route to %d via %s: %s", e.Node, e.ID, e.Link, e.Why)
+}
+
+// Is makes errors.Is(err, ErrOrigin) match.
+func (e *OriginError) Is(target error) bool { return target == ErrOrigin }

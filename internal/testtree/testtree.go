@@ -129,6 +129,8 @@ type Options struct {
 	// ControlReserve, when set, is the control reserve of both ends
 	// (stream.Config.ControlReserve).
 	ControlReserve int
+	// Quota is every router's per-link quota (zero fields: defaults).
+	Quota router.Quota
 }
 
 func (o *Options) logger() hclog.Logger {
@@ -143,6 +145,7 @@ func Root(tb testing.TB, o Options) *Node {
 	tb.Helper()
 	cfg := router.DefaultConfig()
 	cfg.AllowSiblingRoutes = o.AllowSiblingRoutes
+	cfg.Quota = o.Quota
 	if o.MaxMessage != 0 {
 		cfg.MaxMessage = o.MaxMessage
 	}
@@ -168,8 +171,25 @@ func (n *Node) Spawn(tb testing.TB, o Options, name string) *Node {
 	return c
 }
 
+// Client attaches a new child to n the way arbor serve attaches a client of
+// its control socket: trusted with n's authority
+// (router.AttachChildWithAuthority).
+func Client(tb testing.TB, n *Node, o Options, name string) *Node {
+	tb.Helper()
+	c, err := n.spawn(o, name, true)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.R.Close() })
+	return c
+}
+
 // SpawnErr is Spawn without a testing.TB, for benchmarks of many nodes.
 func (n *Node) SpawnErr(o Options, name string) (*Node, error) {
+	return n.spawn(o, name, false)
+}
+
+func (n *Node) spawn(o Options, name string, authority bool) (*Node, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
 	id, err := n.R.AllocateID(ctx)
@@ -230,6 +250,7 @@ func (n *Node) SpawnErr(o Options, name string) (*Node, error) {
 	}
 	rcfg := router.FromHello(acc.h)
 	rcfg.Logger = log.Named(fullName)
+	rcfg.Quota = o.Quota
 	cr, err := router.New(rcfg)
 	if err != nil {
 		pl.Close()
@@ -241,7 +262,11 @@ func (n *Node) SpawnErr(o Options, name string) (*Node, error) {
 		pl.Close()
 		return nil, err
 	}
-	if child.Up, err = n.R.AttachChild(pl); err != nil {
+	attach := n.R.AttachChild
+	if authority {
+		attach = n.R.AttachChildWithAuthority
+	}
+	if child.Up, err = attach(pl); err != nil {
 		cr.Close()
 		return nil, err
 	}
