@@ -33,6 +33,7 @@ func TestMain(m *testing.M) {
 			return "ok", nil
 		})
 		registerHostile(reg)
+		registerHijack(reg)
 		if err := agent.RunChildWith(reg); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
