@@ -285,7 +285,6 @@ func absorbRoutes(b *testing.B, total int) (time.Duration, int64) {
 		names []wire.AddRoute
 	}
 	children := make([]*child, treeFanOut)
-	nextID := uint32(1000) // well clear of the IDs the root hands out
 	for i := range children {
 		id, err := root.R.AllocateID(b.Context())
 		if err != nil {
@@ -316,26 +315,52 @@ func absorbRoutes(b *testing.B, total int) (time.Duration, int64) {
 		if cl == nil {
 			b.FailNow()
 		}
-		cl.Start(func(wire.Header, []byte) {}, nil)
+		// The child takes the IDs of its subtree from the root as a real
+		// intermediate would (ALLOCATE_ID), so the root accepts its routes.
+		const allocHandle = wire.FirstDynamicHandle
+		blocks := make(chan wire.IDBlock, 4)
+		cl.Start(func(h wire.Header, p []byte) {
+			var blk wire.IDBlock
+			if h.Handle == allocHandle && !h.IsDead() && wire.Unmarshal(p, &blk) == nil {
+				blocks <- blk
+			}
+		}, nil)
 		defer cl.Close()
 		if _, err := root.R.AttachChild(pl); err != nil {
 			b.Fatal(err)
 		}
+		var ids []uint32
+		for len(ids) < treeSize(treeFanOut, treeDepth)/treeFanOut-1 {
+			req, _ := wire.Marshal(wire.AllocateIDRequest{Count: wire.IDBlockSize})
+			h := wire.Header{Dst: wire.RootID, Src: id, Auth: id, Handle: wire.HandleAllocateID, ReplyTo: allocHandle}
+			if err := cl.Send(h, req); err != nil {
+				b.Fatal(err)
+			}
+			select {
+			case blk := <-blocks:
+				for k := range blk.Count {
+					ids = append(ids, blk.Start+k)
+				}
+			case <-time.After(time.Minute):
+				b.Fatal("no ID block from the root")
+			}
+		}
 		c := &child{id: id, link: cl}
 		// The subtree below this child: 1,110 more nodes, named as testtree
 		// names them (a path of hops).
-		var walk func(prefix string, d int)
-		walk = func(prefix string, d int) {
+		var walk func(prefix string, parent uint32, d int)
+		walk = func(prefix string, parent uint32, d int) {
 			for k := range treeFanOut {
 				n := fmt.Sprintf("%s/n%d", prefix, k)
-				c.names = append(c.names, wire.AddRoute{ID: nextID, Name: n})
-				nextID++
+				me := ids[0]
+				ids = ids[1:]
+				c.names = append(c.names, wire.AddRoute{ID: me, Name: n, Parent: parent})
 				if d < treeDepth {
-					walk(n, d+1)
+					walk(n, me, d+1)
 				}
 			}
 		}
-		walk(name, 2)
+		walk(name, id, 2)
 		children[i] = c
 	}
 	frames := make([][][]byte, len(children))
@@ -367,7 +392,7 @@ func absorbRoutes(b *testing.B, total int) (time.Duration, int64) {
 			wg.Go(func() {
 				h := wire.Header{Dst: wire.RootID, Src: c.id, Auth: c.id, Handle: handle}
 				for _, body := range frames[i] {
-					if err := c.link.Send(h, body); err != nil {
+					if err := c.link.SendWait(b.Context(), h, body); err != nil {
 						b.Error(err)
 						return
 					}
