@@ -283,3 +283,25 @@ func ctxPatience(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// TestAttachWithoutRouteFails attaches a child whose route cannot be
+// installed (its name would forge a log line): the attach fails, the link
+// is closed, and nothing of it stays in the table or the child list.
+func TestAttachWithoutRouteFails(t *testing.T) {
+	o := testtree.Options{}
+	root := testtree.Root(t, o)
+	n, err := root.SpawnErr(o, "bad\n[ERROR] forged")
+	if err == nil {
+		n.R.Close()
+		t.Fatal("a child whose route could not be installed was attached")
+	}
+	if !strings.Contains(err.Error(), "control character") {
+		t.Fatalf("attach failed with %v, want the name's error", err)
+	}
+	if got := root.R.Children(); len(got) != 0 {
+		t.Fatalf("root keeps child links %v", got)
+	}
+	if tb := root.R.Table(); len(tb.Routes) != 0 {
+		t.Fatalf("root routes %+v", tb.Routes)
+	}
+}
