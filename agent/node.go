@@ -34,6 +34,9 @@ type Options struct {
 	// SSH configures every ssh hop of the tree (passed down in spawn
 	// requests, so intermediate nodes run ssh alike).
 	SSH spawn.SSHOptions
+	// Tools configures every other method's tool and the cmd: methods
+	// (passed down in spawn requests like SSH).
+	Tools spawn.ToolOptions
 	// AgentDir holds agent binaries for other platforms, named
 	// arbor-GOOS-GOARCH, shipped to remote hosts of that platform.
 	AgentDir string

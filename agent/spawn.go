@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"time"
 	"weak"
@@ -36,6 +37,13 @@ type SpawnRequest struct {
 	// ConnectTimeoutMS is the root's --connect-timeout, so a hop spawned
 	// by an intermediate node gives up when one spawned by the root would.
 	ConnectTimeoutMS int64 `cbor:"connect_timeout_ms,omitempty" json:"connect_timeout_ms,omitempty"`
+	// Tools and ToolConfigs carry the root's settings for every other
+	// method's tool (path, global options, the cmd: templates of its
+	// config file), so every hop of a method is started alike wherever it
+	// is spawned. ToolConfigs holds the text of a Tool.ConfigFile by
+	// method (the file may not exist on that node's host).
+	Tools       *spawn.ToolOptions `cbor:"tools,omitempty" json:"tools,omitempty"`
+	ToolConfigs map[string][]byte  `cbor:"tool_configs,omitempty" json:"tool_configs,omitempty"`
 	// BinaryGrant lets the node that spawns fetch one agent binary from
 	// the root (agent.binary) for this spawn, if its bootstrap needs one
 	// it does not hold. The root issues it with each ssh or sudo spawn
@@ -80,10 +88,8 @@ func (n *Node) Spawn(ctx context.Context, hop spawn.Hop, name string) (SpawnResu
 // spawn is Spawn with the settings a spawn request carries.
 func (n *Node) spawn(ctx context.Context, req SpawnRequest) (SpawnResult, error) {
 	hop, name := spawn.Hop{Method: req.Method, Target: req.Target}, req.Name
-	switch hop.Method {
-	case "local", "ssh", "sudo":
-	default:
-		return SpawnResult{}, fmt.Errorf("%w: %s (want local, ssh or sudo)", spawn.ErrUnsupported, hop)
+	if !spawn.Known(hop.Method) {
+		return SpawnResult{}, fmt.Errorf("%w: %s (want one of %s)", spawn.ErrUnsupported, hop, strings.Join(spawn.Methods(), ", "))
 	}
 	n.mu.Lock()
 	closing := n.closing
@@ -234,8 +240,8 @@ func defaultName(hop spawn.Hop) string {
 	switch {
 	case hop.Method == "local":
 		return "local.%d"
-	case hop.Method == "sudo" && hop.Target == "":
-		return "sudo:root"
+	case (hop.Method == "sudo" || hop.Method == "su" || hop.Method == "doas") && hop.Target == "":
+		return hop.Method + ":root"
 	}
 	return hop.String()
 }
@@ -253,15 +259,62 @@ func (n *Node) start(ctx context.Context, hop spawn.Hop, req SpawnRequest, hello
 		return nil, nil, err
 	}
 	defer cleanup() // ssh has read its config once it is connected
-	o := spawn.RemoteOptions{Hello: hello, Link: lcfg, Logger: n.Log, Env: env, SSH: sshOpts, Binaries: n.binaries(req)}
-	var l *stream.Link
-	var proc *spawn.Process
-	if hop.Method == "ssh" {
-		l, proc, _, err = spawn.SSH(ctx, hop.Target, o)
-	} else {
-		l, proc, _, err = spawn.Sudo(ctx, hop.Target, o)
+	tools, tcleanup, err := n.toolOptions(req)
+	if err != nil {
+		return nil, nil, err
 	}
+	defer tcleanup() // the tool has read its config once the link is up
+	o := spawn.RemoteOptions{Hello: hello, Link: lcfg, Logger: n.Log, Env: env, SSH: sshOpts, Tools: tools,
+		Spawner: n.Router.Name(), Binaries: n.binaries(req)}
+	l, proc, _, err := spawn.Remote(ctx, hop, o)
 	return l, proc, err
+}
+
+// toolOptions are the method tools' settings for a spawn: the request's,
+// else this node's own. Below the root, a tool's config file travels as
+// its text and is written to a private temporary file for the spawn
+// (cleanup removes it), as the ssh config is.
+func (n *Node) toolOptions(req SpawnRequest) (spawn.ToolOptions, func(), error) {
+	none := func() {}
+	if req.Tools == nil {
+		return n.opts.Tools, none, nil
+	}
+	o := spawn.ToolOptions{Commands: req.Tools.Commands, Tools: map[string]spawn.Tool{}}
+	for m, t := range req.Tools.Tools {
+		o.Tools[m] = t
+	}
+	if n.Router.ID() == wire.RootID {
+		return o, none, nil
+	}
+	var files []string
+	cleanup := func() {
+		for _, f := range files {
+			os.Remove(f)
+		}
+	}
+	for m, t := range o.Tools {
+		text, ok := req.ToolConfigs[m]
+		if t.ConfigFile == "" || !ok {
+			continue
+		}
+		f, err := os.CreateTemp("", "arbor-"+m+"-config-*") // mode 0600
+		if err != nil {
+			cleanup()
+			return o, none, fmt.Errorf("arbor: node %s: writing the %s config: %w", n.Router.Name(), m, err)
+		}
+		files = append(files, f.Name())
+		_, werr := f.Write(text)
+		if cerr := f.Close(); werr == nil {
+			werr = cerr
+		}
+		if werr != nil {
+			cleanup()
+			return o, none, fmt.Errorf("arbor: node %s: writing the %s config: %w", n.Router.Name(), m, werr)
+		}
+		t.ConfigFile = f.Name()
+		o.Tools[m] = t
+	}
+	return o, cleanup, nil
 }
 
 // binaries are the agent binaries this node can ship: its own, those in
@@ -342,7 +395,8 @@ func (n *Node) sshOptions(req SpawnRequest) (spawn.SSHOptions, func(), error) {
 
 // spawnRequest is the request this node sends to have hop spawned below
 // it: for ssh and sudo hops it carries this node's ssh settings and the
-// table of agent binaries it can hand out.
+// table of agent binaries it can hand out; for every remote method, its
+// tools' settings too.
 func (n *Node) spawnRequest(hop spawn.Hop) (SpawnRequest, error) {
 	req := SpawnRequest{Method: hop.Method, Target: hop.Target, ConnectTimeoutMS: n.opts.ConnectTimeout.Milliseconds()}
 	if hop.Method == "local" {
@@ -362,6 +416,21 @@ func (n *Node) spawnRequest(hop spawn.Hop) (SpawnRequest, error) {
 		return req, err
 	}
 	req.Agents = table
+	tools := n.opts.Tools
+	req.Tools = &tools
+	for m, t := range tools.Tools {
+		if t.ConfigFile == "" {
+			continue
+		}
+		data, err := os.ReadFile(t.ConfigFile)
+		if err != nil {
+			return req, fmt.Errorf("arbor: reading the %s config: %w", m, err)
+		}
+		if req.ToolConfigs == nil {
+			req.ToolConfigs = map[string][]byte{}
+		}
+		req.ToolConfigs[m] = data
+	}
 	if n.Router.ID() == wire.RootID {
 		req.BinaryGrant = binaryGrants.issue(n, n.opts.ConnectTimeout+grantSlack)
 	}

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"os/exec"
 	"regexp"
 	"sort"
 	"strings"
@@ -236,11 +238,17 @@ type RemoteOptions struct {
 	Env []string
 	// SSH configures ssh hops.
 	SSH SSHOptions
+	// Tools configures the other methods' tools and the cmd: methods.
+	Tools ToolOptions
+	// Spawner is the name of the node that runs the method's tool (this
+	// one), for errors: "docker is not installed on node bastion".
+	Spawner string
 }
 
-// startRemote runs argv (ssh or sudo, ending with the bootstrap command),
-// drives the bootstrap and opens the link to the agent it starts.
-func startRemote(ctx context.Context, method, hop string, argv func(script string) ([]string, error), o RemoteOptions) (*stream.Link, *Process, wire.HelloAck, error) {
+// startRemote runs the tool of method m for target (hop is the hop as a
+// path writes it), drives the bootstrap over its stdio and opens the link
+// to the agent it starts.
+func startRemote(ctx context.Context, m method, target, hop string, o RemoteOptions) (*stream.Link, *Process, wire.HelloAck, error) {
 	log := o.Logger
 	if log == nil {
 		log = hclog.NewNullLogger()
@@ -258,9 +266,10 @@ func startRemote(ctx context.Context, method, hop string, argv func(script strin
 	fail := func(err error) (*stream.Link, *Process, wire.HelloAck, error) {
 		return nil, nil, wire.HelloAck{}, err
 	}
-	// A sudo hop runs the agent on this host: this node's own binary
-	// serves it even when dynamic. Every other hop may reach another libc.
-	table, err := bins.table(method == "sudo")
+	// A sudo, su or doas hop runs the agent on this host: this node's
+	// own binary serves it even when dynamic. Every other hop may reach
+	// another libc.
+	table, err := bins.table(m.sameHost)
 	if err != nil {
 		return fail(fmt.Errorf("%w (spawning %s over %s)", err, name, hop))
 	}
@@ -268,14 +277,22 @@ func startRemote(ctx context.Context, method, hop string, argv func(script strin
 	if err != nil {
 		return fail(err)
 	}
-	args, err := argv(script)
+	args, err := m.argv(target, script, o)
 	if err != nil {
 		return fail(err)
 	}
+	spawner := o.Spawner
+	if spawner == "" {
+		spawner, _ = os.Hostname()
+	}
 	start := time.Now()
 	deadline := start.Add(cfg.HelloTimeout)
-	p, conn, err := startProcess(args, nil, log, name)
+	p, conn, err := startProcess(args, nil, log, name, passwordPrompt)
 	if err != nil {
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+			return fail(&HopError{Node: name, Hop: hop, Kind: ErrToolMissing, Err: err,
+				Detail: fmt.Sprintf("%s is not installed on node %s (%s not found)", m.tool, spawner, args[0])})
+		}
 		return fail(&HopError{Node: name, Hop: hop, Kind: ErrUnsupported, Detail: err.Error()})
 	}
 	// explain turns an early end into the error that names it, once the
@@ -288,12 +305,13 @@ func startRemote(ctx context.Context, method, hop string, argv func(script strin
 				Stderr: p.StderrTail()}
 		}
 		status, code := p.exitStatus()
-		kind, detail := classify(method, code, sawStatus, p.StderrTail())
+		kind, detail := classify(m, why{node: spawner, target: target, code: code, saw: sawStatus,
+			prompted: p.prompted.Load(), stderr: p.StderrTail()})
+		he := &HopError{Node: name, Hop: hop, Kind: kind, Detail: detail, Status: status, Stderr: p.StderrTail()}
 		if kind == ErrSudoPassword {
-			host, _ := os.Hostname()
-			detail = fmt.Sprintf("sudo on %s needs a password for %s; arbor runs sudo -n (never prompts): allow it with NOPASSWD in sudoers", host, sudoUser(hop))
+			he.Err = ErrPassword
 		}
-		return &HopError{Node: name, Hop: hop, Kind: kind, Detail: detail, Status: status, Stderr: p.StderrTail()}
+		return he
 	}
 
 	bctx, cancel := context.WithDeadline(ctx, deadline)

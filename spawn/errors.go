@@ -25,8 +25,24 @@ var (
 	ErrHostKey = errors.New("arbor: host key verification failed")
 	// ErrNoShell: the remote side has no usable /bin/sh to run the bootstrap.
 	ErrNoShell = errors.New("arbor: no usable /bin/sh")
-	// ErrSudoPassword: sudo wanted a password (arbor runs sudo -n).
+	// ErrSudoPassword: sudo wanted a password (arbor runs sudo -n). A
+	// HopError of this kind matches ErrPassword too.
 	ErrSudoPassword = errors.New("arbor: sudo needs a password")
+	// ErrPassword: the method's tool wanted a password (su, doas, sudo, a
+	// cmd: method). Arbor never answers one: the tool is killed as soon
+	// as it prompts, and the spawn fails at once.
+	ErrPassword = errors.New("arbor: a password is needed")
+	// ErrToolMissing: the method's tool (docker, su, ...) is not
+	// installed on the node that must run it.
+	ErrToolMissing = errors.New("arbor: tool not installed")
+	// ErrPermission: the tool refused: no right to become that user,
+	// enter that namespace, chroot, or use the container engine.
+	ErrPermission = errors.New("arbor: permission denied")
+	// ErrTargetNotFound: no such user, container, pod, process, network
+	// namespace or directory.
+	ErrTargetNotFound = errors.New("arbor: target not found")
+	// ErrTargetStopped: the container or pod exists but is not running.
+	ErrTargetStopped = errors.New("arbor: target not running")
 	// ErrNoBinary: no agent binary for the remote OS/architecture.
 	ErrNoBinary = errors.New("arbor: no agent binary for the platform")
 	// ErrDynamicAgent: the only agent binary for the remote platform is
@@ -100,26 +116,70 @@ var sshFailures = []struct {
 // noShell matches a login shell's complaint that /bin/sh cannot run.
 var noShell = regexp.MustCompile(`/bin/sh.*(not found|no such file|permission denied|cannot execute|exec format error)`)
 
-// sudoPassword matches sudo -n refusing to prompt.
-var sudoPassword = regexp.MustCompile(`(?i)sudo: (a password is required|a terminal is required)`)
+// why is what the parent knows of a remote hop's process that ended
+// before the bootstrap handed over.
+type why struct {
+	node     string // the node that ran the tool
+	target   string // the hop's target, as the method reads it
+	code     int    // exit code, -1 when signalled
+	saw      bool   // the bootstrap script printed a status line
+	prompted bool   // the tool prompted for a password and was killed
+	stderr   string // the tail of its stderr
+}
 
-// classify names why a remote hop's process ended before the bootstrap
-// handed over: code is its exit code (-1 when signalled), sawStatus says
-// whether the bootstrap script reported anything, stderr is its tail.
-func classify(method string, code int, sawStatus bool, stderr string) (error, string) {
-	if method == "ssh" && code == 255 {
+// classify names why a hop of method m ended before the bootstrap handed
+// over, and says it in words that name the method, the node that ran its
+// tool and the cause.
+func classify(m method, w why) (error, string) {
+	if m.name == "ssh" && w.code == 255 {
 		for _, f := range sshFailures {
-			if f.re.MatchString(stderr) {
+			if f.re.MatchString(w.stderr) {
 				return f.kind, f.detail
 			}
 		}
 		return ErrUnreachable, "ssh failed"
 	}
-	if method == "sudo" && sudoPassword.MatchString(stderr) {
-		return ErrSudoPassword, ""
-	}
-	if !sawStatus && (code == 126 || code == 127) && noShell.MatchString(strings.ToLower(stderr)) {
+	r := strings.NewReplacer("{tool}", m.tool, "{node}", w.node, "{target}", w.target,
+		"{netns}", strings.TrimPrefix(w.target, "netns="))
+	if !w.saw && (w.code == 126 || w.code == 127) && noShell.MatchString(strings.ToLower(w.stderr)) {
 		return ErrNoShell, "no usable /bin/sh to run the bootstrap"
 	}
+	if w.saw || m.name == "ssh" {
+		return ErrBootstrap, "agent exited during bootstrap"
+	}
+	if w.prompted {
+		return passwordKind(m), passwordDetail(m, w)
+	}
+	for _, f := range append(m.failures[:len(m.failures):len(m.failures)], commonFailures...) {
+		switch {
+		case !f.re.MatchString(w.stderr):
+		case f.kind == ErrPassword || f.kind == ErrSudoPassword:
+			return passwordKind(m), passwordDetail(m, w)
+		default:
+			return f.kind, r.Replace(f.detail)
+		}
+	}
 	return ErrBootstrap, "agent exited during bootstrap"
+}
+
+func passwordKind(m method) error {
+	if m.name == "sudo" {
+		return ErrSudoPassword
+	}
+	return ErrPassword
+}
+
+// passwordDetail: "su needs a password on node X for nobody; ...".
+func passwordDetail(m method, w why) string {
+	d := fmt.Sprintf("%s needs a password on node %s", m.name, w.node)
+	if m.sameHost {
+		d += " for " + orRoot(w.target)
+	} else if w.target != "" {
+		d += " for " + w.target
+	}
+	d += "; arbor never answers a password prompt"
+	if m.passwordHint != "" {
+		d += ": " + m.passwordHint
+	}
+	return d
 }

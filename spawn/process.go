@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,9 @@ type Process struct {
 	// up is set once the link is up: stderr lines before that are part
 	// of the spawn error (logged at debug), lines after it are warnings.
 	up atomic.Bool
+	// prompted is set when the child prompted for a password before the
+	// link came up (and was killed for it; see prompt.go).
+	prompted atomic.Bool
 
 	// Bootstrap says how a remote agent was started: "hit" (found in the
 	// remote cache), "upload" (sent over the link first) or "" (local).
@@ -83,7 +87,11 @@ func (p *Process) exitStatus() (string, int) {
 // handles it like the loss of its parent link and shuts down, killing the
 // process groups of the commands it runs (a SIGKILL cascade would leave
 // those behind); ssh exits on it, which ends the remote agent's link.
-func startProcess(argv, env []string, log hclog.Logger, name string) (*Process, *pipeConn, error) {
+//
+// With a prompt pattern, the child is killed as soon as its stderr shows
+// a matching prompt before the link is up (prompt.go): a tool asking for
+// a password would otherwise wait on stdin until the connect timeout.
+func startProcess(argv, env []string, log hclog.Logger, name string, prompt ...*regexp.Regexp) (*Process, *pipeConn, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
@@ -105,9 +113,16 @@ func startProcess(argv, env []string, log hclog.Logger, name string) (*Process, 
 	p := &Process{cmd: cmd, pgid: cmd.Process.Pid, stderr: newTail(20), waited: make(chan struct{})}
 	name = strings.ReplaceAll(name, "%d", fmt.Sprint(p.PID()))
 	stderrDone := make(chan struct{})
+	var stderr io.Reader = stderrR
+	if len(prompt) > 0 && prompt[0] != nil {
+		stderr = io.TeeReader(stderrR, &promptWatch{re: prompt[0], up: &p.up, onPrompt: func() {
+			p.prompted.Store(true)
+			p.Kill()
+		}})
+	}
 	go func() {
 		defer close(stderrDone)
-		p.stderr.pump(stderrR, log.With("child", name), &p.up)
+		p.stderr.pump(stderr, log.With("child", name), &p.up)
 	}()
 	go func() {
 		<-stderrDone // all of stderr read before Wait closes the pipe

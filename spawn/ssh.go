@@ -117,7 +117,5 @@ func sshArgv(target string, o SSHOptions, command string) ([]string, error) {
 // ssh process runs in its own process group; its stderr (ssh's messages
 // and the remote agent's) is logged and kept for errors.
 func SSH(ctx context.Context, target string, o RemoteOptions) (*stream.Link, *Process, wire.HelloAck, error) {
-	return startRemote(ctx, "ssh", "ssh:"+target, func(script string) ([]string, error) {
-		return sshArgv(target, o.SSH, shellCommand(script))
-	}, o)
+	return Remote(ctx, Hop{Method: "ssh", Target: target}, o)
 }

@@ -67,10 +67,11 @@ func TestClassify(t *testing.T) {
 		{"ssh", 126, false, "bash: line 1: /bin/sh: Permission denied", ErrNoShell},
 		{"ssh", 3, true, "boom", ErrBootstrap},
 		{"sudo", 1, false, "sudo: a password is required", ErrSudoPassword},
-		{"sudo", 1, false, "sudo: unknown user nosuch", ErrBootstrap},
+		{"sudo", 1, false, "sudo: unknown user nosuch", ErrTargetNotFound},
+		{"sudo", 1, true, "sudo: unknown user nosuch", ErrBootstrap},
 	}
 	for _, tc := range cases {
-		if got, _ := classify(tc.method, tc.code, tc.saw, tc.stderr); !errors.Is(got, tc.want) {
+		if got, _ := classify(methods[tc.method], why{node: "n", code: tc.code, saw: tc.saw, stderr: tc.stderr}); !errors.Is(got, tc.want) {
 			t.Errorf("classify(%s, %d, %q) = %v, want %v", tc.method, tc.code, tc.stderr, got, tc.want)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/arbor-project/arbor/agent"
 	"github.com/arbor-project/arbor/funcs"
+	"github.com/arbor-project/arbor/internal/config"
 	"github.com/arbor-project/arbor/spawn"
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
@@ -27,14 +28,59 @@ type globalFlags struct {
 	sshPath        string
 	agentDir       string
 	connectTimeout time.Duration
+
+	toolPaths   []string
+	toolOptions []string
+	kubeContext string
+	kubeconfig  string
+	tools       spawn.ToolOptions // from the flags above and the config file
 }
 
 // nodeOptions are the root's options from the global flags.
 func (g *globalFlags) nodeOptions(log hclog.Logger, level string) agent.Options {
 	return agent.Options{
 		Logger: log, LogLevel: level, ConnectTimeout: g.connectTimeout, AgentDir: g.agentDir,
-		SSH: spawn.SSHOptions{Path: g.sshPath, Options: g.sshOptions, ConfigFile: g.sshConfig},
+		SSH:   spawn.SSHOptions{Path: g.sshPath, Options: g.sshOptions, ConfigFile: g.sshConfig},
+		Tools: g.tools,
 	}
+}
+
+// loadTools reads the method tools' flags and the cmd: methods of the
+// config file (internal/config) into g.tools.
+func (g *globalFlags) loadTools() error {
+	cfg, err := config.LoadDefault()
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	t := spawn.ToolOptions{Tools: map[string]spawn.Tool{}, Commands: cfg.Cmd}
+	flag := func(name string, vals []string, set func(tool *spawn.Tool, v string)) error {
+		for _, mv := range vals {
+			m, v, ok := strings.Cut(mv, "=")
+			if !ok || !spawn.Known(m) || m == "local" || m == "ssh" || m == "cmd" || v == "" {
+				return usageErr("--%s %q: want METHOD=VALUE for a method with a tool other than ssh (%s)", name, mv, strings.Join(spawn.Methods(), ", "))
+			}
+			tool := t.Tools[m]
+			set(&tool, v)
+			t.Tools[m] = tool
+		}
+		return nil
+	}
+	if err := flag("tool-path", g.toolPaths, func(tool *spawn.Tool, v string) { tool.Path = v }); err != nil {
+		return err
+	}
+	if err := flag("tool-option", g.toolOptions, func(tool *spawn.Tool, v string) { tool.Args = append(tool.Args, v) }); err != nil {
+		return err
+	}
+	kube := t.Tools["kubectl"]
+	if g.kubeContext != "" {
+		kube.Args = append(kube.Args, "--context="+g.kubeContext)
+	}
+	kube.ConfigFile = g.kubeconfig
+	if kube.Path != "" || len(kube.Args) > 0 || kube.ConfigFile != "" {
+		t.Tools["kubectl"] = kube
+	}
+	g.tools = t
+	return nil
 }
 
 func newRootCmd() *cobra.Command {
@@ -51,6 +97,11 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.sshConfig, "ssh-config", "", "ssh config file for every ssh hop, passed as -F")
 	root.PersistentFlags().StringVar(&g.sshPath, "ssh-path", "ssh", "the ssh binary")
 	root.PersistentFlags().StringVar(&g.agentDir, "agent-dir", "", "directory of agent binaries for other platforms, named arbor-GOOS-GOARCH")
+	root.PersistentFlags().StringArrayVar(&g.toolPaths, "tool-path", nil, "METHOD=PATH: the binary of a hop method's tool, e.g. docker=/usr/local/bin/docker (repeatable)")
+	root.PersistentFlags().StringArrayVar(&g.toolOptions, "tool-option", nil, "METHOD=ARG: an option for every hop of that method, placed right after the tool's name, e.g. podman=--runtime=runc (repeatable)")
+	root.PersistentFlags().StringVar(&g.kubeContext, "kube-context", "", "kubectl context for every kubectl hop")
+	root.PersistentFlags().StringVar(&g.kubeconfig, "kubeconfig", "", "kubeconfig file for every kubectl hop")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error { return g.loadTools() }
 	root.PersistentFlags().DurationVar(&g.connectTimeout, "connect-timeout", 30*time.Second, "give up on a hop that is not up after this long (connection, bootstrap and hello)")
 	root.AddCommand(newExecCmd(g), newCallCmd(g), newRoutesCmd(g), newPushCmd(g), newPullCmd(g))
 	addDaemonCommands(root, g)

@@ -1,0 +1,93 @@
+// Package config reads arbor's config file: a TOML file at $ARBOR_CONFIG,
+// else $XDG_CONFIG_HOME/arbor/config, else ~/.config/arbor/config. A
+// missing file is an empty config; a file that does not parse, or that
+// holds a key this package does not know, is an error (a typo never goes
+// unnoticed).
+//
+// Today it holds the cmd: hop methods, each an argv template:
+//
+//	[cmd]
+//	jail = ["jexec", "{target}", "/bin/sh", "-c", "{script}"]
+//	# or, as a dotted key: cmd.jail = [...]
+//
+// "cmd:jail:web/su:app" then runs `jexec web /bin/sh -c SCRIPT` to reach
+// web: {target} is the text after "cmd:NAME:", {script} the bootstrap
+// (one word, without a single quote in it). See spawn.ToolOptions.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+	"github.com/arbor-project/arbor/spawn"
+)
+
+// EnvVar names the config file, when set.
+const EnvVar = "ARBOR_CONFIG"
+
+// File is the config file's content.
+type File struct {
+	// Cmd are the cmd:NAME methods: NAME → argv template.
+	Cmd map[string][]string `toml:"cmd"`
+}
+
+// Path is where the config file is: $ARBOR_CONFIG, else
+// $XDG_CONFIG_HOME/arbor/config, else ~/.config/arbor/config ("" when
+// there is no home directory to look in).
+func Path() string {
+	if p := os.Getenv(EnvVar); p != "" {
+		return p
+	}
+	if x := os.Getenv("XDG_CONFIG_HOME"); strings.HasPrefix(x, "/") {
+		return filepath.Join(x, "arbor", "config")
+	}
+	if home, err := os.UserHomeDir(); err == nil && home != "" {
+		return filepath.Join(home, ".config", "arbor", "config")
+	}
+	return ""
+}
+
+// Load reads the config file at path. A missing file is an empty config,
+// unless explicit says the user named it ($ARBOR_CONFIG).
+func Load(path string, explicit bool) (File, error) {
+	var f File
+	if path == "" {
+		return f, nil
+	}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) && !explicit {
+		return f, nil
+	}
+	if err != nil {
+		return f, fmt.Errorf("arbor: reading the config file: %w", err)
+	}
+	md, err := toml.Decode(string(data), &f)
+	if err != nil {
+		return f, fmt.Errorf("arbor: config file %s: %w", path, err)
+	}
+	if un := md.Undecoded(); len(un) > 0 {
+		keys := make([]string, len(un))
+		for i, k := range un {
+			keys[i] = k.String()
+		}
+		sort.Strings(keys)
+		return f, fmt.Errorf("arbor: config file %s: unknown keys %s", path, strings.Join(keys, ", "))
+	}
+	for name, tmpl := range f.Cmd {
+		if err := spawn.CheckCommand(name, tmpl); err != nil {
+			return f, fmt.Errorf("%w (config file %s)", err, path)
+		}
+	}
+	return f, nil
+}
+
+// LoadDefault reads the config file at Path().
+func LoadDefault() (File, error) {
+	return Load(Path(), os.Getenv(EnvVar) != "")
+}
