@@ -298,7 +298,7 @@ var methods = map[string]method{
 			failOn(ErrPermission, `(?i)\(Forbidden\)|forbidden|unauthorized`, "permission denied: kubectl on node {node} may not exec in {target}"),
 			failOn(ErrTargetStopped, `(?i)container not running|is not running|ContainerCreating|pod does not have`,
 				"pod {target} is not running (kubectl on node {node})"),
-			failOn(ErrUnreachable, `(?i)unable to connect to the server|connection refused|no configuration has been provided|dial tcp`,
+			failOn(ErrUnreachable, `(?i)unable to connect to the server|connection to the server .* was refused|connection refused|no configuration has been provided|dial tcp`,
 				"the Kubernetes API cannot be reached by kubectl on node {node}"),
 		},
 	},
