@@ -326,7 +326,7 @@ var methods = map[string]method{
 		},
 		failures: []failure{
 			failOn(ErrTargetNotFound, `(?i)cannot open /run/netns/\S+: no such file`, "no network namespace {netns} on node {node}"),
-			failOn(ErrTargetNotFound, `(?i)no such process|cannot open /proc/\d+|failed to open /proc/\d+`, "no process {target} on node {node}"),
+			failOn(ErrTargetNotFound, `(?i)no such process|(cannot open|failed to open|stat of) /proc/\d+`, "no process {target} on node {node}"),
 		},
 	},
 	"chroot": {
