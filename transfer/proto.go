@@ -24,6 +24,14 @@ import (
 // the other direction with one record: 'k' (CBOR Summary) once every file
 // is in place, or 'x' with its error. A stream that ends before 'e' was cut
 // short: nothing of the file being written is left under its real name.
+//
+// The receiver trusts nothing the stream says (see receive): the first
+// entry is the root ".", a file or (with -r) a directory as the begin
+// record says, never a symlink, and no entry after it is "." again; a
+// file's 'd' records (each at most chunkSize) add up to exactly its
+// entry's size, sizes and files stay within the begin record's totals and
+// match them at the end; modes keep 0777 only, unless asked otherwise. A
+// sender sends the first size bytes of a file, its size when listed.
 const (
 	recBegin = 'b'
 	recEntry = 'h'
@@ -70,6 +78,24 @@ type endRec struct {
 	Bytes  int64  `cbor:"2,keyasint,omitempty"`
 	Digest []byte `cbor:"3,keyasint"` // see Summary.SHA256
 }
+
+// Errors a receiver refuses a sender's stream with. Each is matched with
+// errors.Is and wrapped with the entry and local path it is about.
+var (
+	// ErrEscape matches an entry refused because it would land outside
+	// the destination: a path with "..", an absolute path, one that goes
+	// through a symlink, or a source name that is not a plain name.
+	ErrEscape = errors.New("arbor: path escapes the destination")
+	// ErrWrongKind matches a stream whose root is not what was asked
+	// for: a directory where a file was asked for (no -r), a symlink
+	// root, a root entry that is missing, comes twice or disagrees with
+	// the begin record, or a second entry in a single-file transfer.
+	ErrWrongKind = errors.New("arbor: transfer: the sender sent another kind of source than was asked for")
+	// ErrSize matches a file whose data is longer or shorter than the
+	// size its entry declared, or entries whose sizes and count exceed
+	// the totals of the begin record.
+	ErrSize = errors.New("arbor: transfer: the sender sent another size than it declared")
+)
 
 // errCutShort: the channel ended before the protocol said it was done.
 var errCutShort = errors.New("arbor: transfer cut short: channel closed before the end")
@@ -160,7 +186,12 @@ func (rr *recReader) nextInto(get func() []byte) (byte, []byte, error) {
 		return 0, nil, fmt.Errorf("arbor: transfer: record of %d bytes exceeds %d", n, maxRecord)
 	}
 	var body []byte
-	if rr.hdr[0] == recData && n <= chunkSize {
+	if rr.hdr[0] == recData {
+		// A data record's buffer goes to the writer goroutine and back
+		// to the pool: it must be a pool buffer, never the reader's own.
+		if n > chunkSize {
+			return 0, nil, fmt.Errorf("arbor: transfer: data record of %d bytes exceeds %d", n, chunkSize)
+		}
 		body = get()[:n]
 	} else {
 		if cap(rr.buf) < int(n) {

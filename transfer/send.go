@@ -37,6 +37,10 @@ type Options struct {
 	Recursive bool
 	// Sync fsyncs every file before it is renamed into place.
 	Sync bool
+	// PreserveSpecial keeps the setuid, setgid and sticky bits of what is
+	// received; without it modes are masked to 0777. (fs.recv, whose
+	// sender is the node's own root, always keeps them.)
+	PreserveSpecial bool
 	// Progress, when set, is called on the local end after every chunk.
 	// It must be quick.
 	Progress func(Progress)
@@ -196,7 +200,7 @@ func Send(ctx context.Context, c Conn, p *Plan, o Options) (Summary, error) {
 					err = rerr
 				}
 				return sum, err
-			case <-time.After(2 * time.Second):
+			case <-time.After(verdictGrace):
 			}
 		}
 		c.Abort()
@@ -262,7 +266,7 @@ func sendAll(ctx context.Context, c Conn, p *Plan, o Options) (Summary, error) {
 		case typeDir:
 			continue
 		}
-		h, n, err := sendFile(rw, e.local, buf, func(n int64) {
+		h, n, err := sendFile(rw, e.local, e.rec.Size, buf, func(n int64) {
 			prog.Bytes += n
 			if o.Progress != nil {
 				o.Progress(prog)
@@ -297,16 +301,19 @@ func sendAll(ctx context.Context, c Conn, p *Plan, o Options) (Summary, error) {
 	return sum, c.CloseWrite()
 }
 
-// sendFile streams one file as 'd' records and returns its SHA-256. A
-// reader goroutine reads and hashes the next chunks while this one sends,
-// so disk, hash and channel overlap; pipelineDepth bounds the chunks in
-// flight.
-func sendFile(rw *recWriter, path string, _ []byte, progress func(int64)) ([]byte, int64, error) {
-	f, err := os.Open(path)
+// sendFile streams the first size bytes of one file (the size its entry
+// declared: the receiver refuses more or less) as 'd' records and returns
+// their SHA-256. A file that grew since it was listed is sent as it was
+// then long; one that shrank is a local error. A reader goroutine reads
+// and hashes the next chunks while this one sends, so disk, hash and
+// channel overlap; pipelineDepth bounds the chunks in flight.
+func sendFile(rw *recWriter, path string, size int64, _ []byte, progress func(int64)) ([]byte, int64, error) {
+	file, err := os.Open(path)
 	if err != nil {
 		return nil, 0, local(fmt.Errorf("source %s: %w", path, unwrapPath(err)))
 	}
-	defer f.Close()
+	defer file.Close()
+	f := io.LimitReader(file, size)
 	type chunk struct {
 		rec []byte // header space, then data
 		err error
@@ -348,6 +355,8 @@ func sendFile(rw *recWriter, path string, _ []byte, progress func(int64)) ([]byt
 		switch {
 		case c.err != nil:
 			return nil, total, c.err
+		case c.sum != nil && total < size:
+			return nil, total, local(fmt.Errorf("arbor: source %s: shrank from %d to %d bytes while it was sent", path, size, total))
 		case c.sum != nil:
 			return c.sum, total, nil
 		}

@@ -3,10 +3,15 @@ package transfer
 import (
 	"context"
 	"fmt"
+	"time"
 
 	arborctx "github.com/arbor-project/arbor/context"
 	"github.com/arbor-project/arbor/funcs"
 )
+
+// verdictGrace is how long one end waits for the other's own word on a
+// failure it already knows of.
+const verdictGrace = 2 * time.Second
 
 // Function names of the node side.
 const (
@@ -43,7 +48,9 @@ func recv(ctx context.Context, c *funcs.Call, a RecvArgs) (Summary, error) {
 		return Summary{}, err
 	}
 	defer ch.Close()
-	sum, err := Receive(ctx, ch, a.Dest, Options{Recursive: a.Recursive, Sync: a.Sync})
+	// The sender is this node's root, which may run anything here: the
+	// modes it sends are kept as they are, setuid and setgid included.
+	sum, err := Receive(ctx, ch, a.Dest, Options{Recursive: a.Recursive, Sync: a.Sync, PreserveSpecial: true})
 	return sum, err
 }
 
@@ -96,21 +103,36 @@ func Push(ctx context.Context, rm *arborctx.Remote, src, dst string, o Options) 
 }
 
 // Pull copies src on node rm to the local dst, with the same rules and
-// errors as Push, mirrored.
+// errors as Push, mirrored. The node is not trusted with this machine:
+// the copy is named dst, or in an existing directory dst the last element
+// of src as given here, never the name the node sends; it is a file, or
+// with o.Recursive a file or a directory, never a symlink (ErrWrongKind);
+// nothing is created outside it (ErrEscape); a file whose data differs
+// from its declared size never appears under its name (ErrSize); and
+// setuid, setgid and sticky bits are dropped unless o.PreserveSpecial.
 func Pull(ctx context.Context, rm *arborctx.Remote, src, dst string, o Options) (Summary, error) {
-	cc, err := rm.StartChannel(ctx, FnSend, func(id uint32) any {
+	callCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cc, err := rm.StartChannel(callCtx, FnSend, func(id uint32) any {
 		return SendArgs{Channel: id, Source: src, Recursive: o.Recursive}
 	})
 	if err != nil {
 		return Summary{}, err
 	}
-	sum, rerr := Receive(ctx, cc.Channel, dst, o)
+	sum, rerr := receive(ctx, cc.Channel, dst, usersName(src), o)
+	if rerr != nil {
+		// The node's own word may say more; a node that broke the
+		// protocol, or went quiet, is not waited for past verdictGrace.
+		t := time.AfterFunc(verdictGrace, cancel)
+		defer t.Stop()
+	}
 	var remote Summary
 	werr := cc.Wait(&remote)
+	gaveUp := ctx.Err() == nil && callCtx.Err() != nil
 	switch {
 	case rerr != nil && IsLocal(rerr):
 		return sum, rerr
-	case werr != nil:
+	case werr != nil && !gaveUp:
 		// The node's own error, or the hop that was lost, named.
 		return sum, werr
 	case rerr != nil:

@@ -19,6 +19,8 @@ type transferFlags struct {
 	quiet     bool
 	json      bool
 	sync      bool
+	// preserveSpecial is pull's --preserve-special.
+	preserveSpecial bool
 }
 
 func (f *transferFlags) add(cmd *cobra.Command) {
@@ -35,8 +37,8 @@ func newPushCmd(g *globalFlags) *cobra.Command {
 }
 
 // newTransferCmd is push or pull: the same flags and arguments, fn moves
-// the bytes.
-func newTransferCmd(g *globalFlags, verb, use, short string, fn transferFunc) *cobra.Command {
+// the bytes; extra adds a command's own flags.
+func newTransferCmd(g *globalFlags, verb, use, short string, fn transferFunc, extra ...func(*cobra.Command, *transferFlags)) *cobra.Command {
 	f := &transferFlags{}
 	cmd := &cobra.Command{
 		Use:   use,
@@ -47,6 +49,9 @@ func newTransferCmd(g *globalFlags, verb, use, short string, fn transferFunc) *c
 		},
 	}
 	f.add(cmd)
+	for _, add := range extra {
+		add(cmd, f)
+	}
 	return cmd
 }
 
@@ -71,7 +76,7 @@ func runTransfer(g *globalFlags, f *transferFlags, verb string, args []string, f
 		return err
 	}
 	defer s.close()
-	o := transfer.Options{Recursive: f.recursive, Sync: f.sync}
+	o := transfer.Options{Recursive: f.recursive, Sync: f.sync, PreserveSpecial: f.preserveSpecial}
 	var bar *progressBar
 	if !f.quiet && isTerminal(os.Stderr) {
 		bar = &progressBar{start: time.Now()}
