@@ -4,8 +4,15 @@
 //   - ssh: the system ssh (so ~/.ssh/config, agents, ProxyJump and
 //     ControlMaster work), never with a PTY, in BatchMode (ssh.go).
 //   - sudo: sudo -n, running the agent as another user (sudo.go).
+//   - su, doas, docker, podman, kubectl, lxc, incus, nsenter, chroot and
+//     the config file's cmd: methods: entries of one table (methods.go),
+//     each a tool that runs the bootstrap's /bin/sh -c SCRIPT with stdio
+//     attached. ssh and sudo are entries of it too.
 //
-// ssh and sudo hops need nothing installed on the other side but /bin/sh:
+// Paths (hop.go) join hops with "/"; a target holding a "/" is written in
+// braces, METHOD:{TARGET}, the one escape every method shares.
+//
+// Every remote hop needs nothing installed on the other side but /bin/sh:
 // a short bootstrap script (bootstrap.sh, protocol in bootstrap.go) finds
 // the agent binary in a per-user cache keyed by its SHA-256 or has the
 // parent stream it over the same pipes, then execs it. Binaries for other
