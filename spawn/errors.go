@@ -3,6 +3,7 @@ package spawn
 import (
 	"errors"
 	"fmt"
+	"os"
 	"regexp"
 	"strings"
 )
@@ -171,6 +172,11 @@ func passwordKind(m method) error {
 
 // passwordDetail: "su needs a password on node X for nobody; ...".
 func passwordDetail(m method, w why) string {
+	if m.name == "sudo" {
+		host, _ := os.Hostname()
+		return fmt.Sprintf("sudo on %s needs a password for %s; arbor runs sudo -n (never prompts) on node %s: %s",
+			host, orRoot(w.target), w.node, m.passwordHint)
+	}
 	d := fmt.Sprintf("%s needs a password on node %s", m.name, w.node)
 	if m.sameHost {
 		d += " for " + orRoot(w.target)

@@ -475,5 +475,9 @@ func Remote(ctx context.Context, hop Hop, o RemoteOptions) (*stream.Link, *Proce
 	if err != nil {
 		return nil, nil, wire.HelloAck{}, fmt.Errorf("%w (spawning %s)", err, hop)
 	}
-	return startRemote(ctx, m, target, hop.String(), o)
+	name := hop.String()
+	if m.sameHost && hop.Target == "" {
+		name = hop.Method + ":root" // as the node is named (see agent's defaultName)
+	}
+	return startRemote(ctx, m, target, name, o)
 }

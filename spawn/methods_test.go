@@ -185,7 +185,7 @@ func TestClassifyMethods(t *testing.T) {
 		{"doas", "nobody", 1, false, "doas: Authentication required", ErrPassword, "doas needs a password on node bastion for nobody"},
 		{"doas", "nobody", 1, false, "doas: Operation not permitted", ErrPermission, "permission denied: doas.conf on node bastion does not let this user run commands as nobody"},
 		{"doas", "nobody", 1, false, "doas: doas is not enabled, /etc/doas.conf: No such file or directory", ErrPermission, "doas is not configured on node bastion"},
-		{"sudo", "app", 1, false, "sudo: a password is required", ErrSudoPassword, "sudo needs a password on node bastion for app"},
+		{"sudo", "app", 1, false, "sudo: a password is required", ErrSudoPassword, "needs a password for app; arbor runs sudo -n (never prompts) on node bastion"},
 		{"sudo", "app", 1, false, "bob is not in the sudoers file.", ErrPermission, "permission denied: sudoers on node bastion"},
 		{"docker", "web", 1, false, "Error response from daemon: No such container: web", ErrTargetNotFound, "container web not found by docker on node bastion"},
 		{"docker", "web", 1, false, "Error response from daemon: container 4f2e is not running", ErrTargetStopped, "container web is not running (docker on node bastion)"},
