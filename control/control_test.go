@@ -99,6 +99,13 @@ func TestListen(t *testing.T) {
 // serve runs an in-process root behind a control socket.
 func serve(t *testing.T, cfg control.Config) (string, *agent.Node, *control.Server) {
 	t.Helper()
+	return serveWith(t, cfg, agent.Options{})
+}
+
+// serveWith is serve with the root's options o (its registry and logger
+// are the test's).
+func serveWith(t *testing.T, cfg control.Config, o agent.Options) (string, *agent.Node, *control.Server) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "arbor.sock")
 	ln, err := control.Listen(path)
 	if err != nil {
@@ -106,7 +113,8 @@ func serve(t *testing.T, cfg control.Config) (string, *agent.Node, *control.Serv
 	}
 	reg := funcs.NewRegistry()
 	builtin.Register(reg)
-	root, err := agent.NewRoot(agent.Options{Registry: reg, Logger: hclog.NewNullLogger()})
+	o.Registry, o.Logger = reg, hclog.NewNullLogger()
+	root, err := agent.NewRoot(o)
 	if err != nil {
 		t.Fatal(err)
 	}

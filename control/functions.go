@@ -1,9 +1,12 @@
 package control
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"math"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -11,6 +14,7 @@ import (
 
 	"github.com/arbor-project/arbor/agent"
 	"github.com/arbor-project/arbor/builtin"
+	arborctx "github.com/arbor-project/arbor/context"
 	"github.com/arbor-project/arbor/funcs"
 	"github.com/arbor-project/arbor/routemonitor"
 	"github.com/arbor-project/arbor/router"
@@ -31,8 +35,9 @@ type SpawnResult struct {
 	Name string `cbor:"name" json:"name"`
 }
 
-// NodeEntry is one node of serve.tree's answer. The answer is a flat list,
-// parents before children (CBOR nesting is bounded; trees are not).
+// NodeEntry is one node of serve.tree's answer. The answer is a flat list
+// ordered by ID, parents before children (CBOR nesting is bounded; trees
+// are not), and comes in pages (builtin.PageArgs; ReadTree reads them all).
 type NodeEntry struct {
 	ID     uint32  `cbor:"id" json:"id"`
 	Parent *uint32 `cbor:"parent" json:"parent"` // nil for the root
@@ -69,11 +74,11 @@ func (s *Server) register(reg *funcs.Registry) {
 	funcs.Register(reg, "serve.spawn", func(ctx context.Context, _ *funcs.Call, a SpawnArgs) (SpawnResult, error) {
 		return s.spawnPath(ctx, a)
 	})
-	funcs.Register(reg, "serve.tree", func(context.Context, *funcs.Call, builtin.Empty) ([]NodeEntry, error) {
-		return s.tree(), nil
+	funcs.Register(reg, "serve.tree", func(_ context.Context, _ *funcs.Call, a builtin.PageArgs) ([]NodeEntry, error) {
+		return s.tree(a)
 	})
-	funcs.Register(reg, "serve.routes", func(context.Context, *funcs.Call, builtin.Empty) (router.Table, error) {
-		return s.routes(), nil
+	funcs.Register(reg, "serve.routes", func(_ context.Context, _ *funcs.Call, a builtin.PageArgs) (router.Table, error) {
+		return s.routes(a)
 	})
 	funcs.Register(reg, "serve.watch", func(ctx context.Context, c *funcs.Call, a WatchArgs) (builtin.Empty, error) {
 		return builtin.Empty{}, s.watch(ctx, c.Src, a.Handle)
@@ -175,52 +180,67 @@ func (s *Server) rollback(n SpawnResult) {
 	}
 }
 
-// tree lists the root and every node the root knows, parents first.
-func (s *Server) tree() []NodeEntry {
-	host, _ := os.Hostname()
-	out := []NodeEntry{{ID: s.root.Router.ID(), Name: s.root.Router.Name(), Method: "root", Host: host, PID: os.Getpid(), State: agent.StateUp}}
+// tree is page a of serve.tree (see builtin.PageArgs): the root and every
+// node the root knows, ordered by ID. A node's parent is the one its route
+// named if that is the root or a known node with a lower ID (every honest
+// parent: IDs are handed out down the tree, so a child's is above its
+// parent's), else the root. So each node's parent comes before it, and no
+// parent a node claims can make a loop or hide another node.
+func (s *Server) tree(a builtin.PageArgs) ([]NodeEntry, error) {
+	n, err := a.Count()
+	if err != nil {
+		return nil, err
+	}
+	if n == 0 {
+		n = math.MaxInt
+	}
+	rootID := s.root.Router.ID()
 	nodes := s.root.Tree.Nodes()
-	present := map[uint32]bool{s.root.Router.ID(): true}
-	for _, m := range nodes {
-		present[m.ID] = true
+	out := []NodeEntry{}
+	if a.From <= rootID {
+		host, _ := os.Hostname()
+		out = append(out, NodeEntry{ID: rootID, Name: s.root.Router.Name(), Method: "root", Host: host, PID: os.Getpid(), State: agent.StateUp})
 	}
-	byParent := map[uint32][]agent.NodeMeta{}
-	for _, m := range nodes {
+	i, _ := slices.BinarySearchFunc(nodes, a.From, byID)
+	for _, m := range nodes[i:] {
+		if len(out) >= n {
+			break
+		}
 		p := m.Parent
-		if !present[p] || p == m.ID {
-			p = s.root.Router.ID()
+		if p >= m.ID || p != rootID && !listed(nodes, p) {
+			p = rootID
 		}
-		byParent[p] = append(byParent[p], m)
+		out = append(out, NodeEntry{ID: m.ID, Parent: &p, Name: m.Name, Method: m.Method, Host: m.Host,
+			PID: m.PID, State: m.State, RTTMs: float64(m.RTT.Microseconds()) / 1000})
 	}
-	var walk func(id uint32)
-	walk = func(id uint32) {
-		for _, m := range byParent[id] {
-			p := id
-			out = append(out, NodeEntry{ID: m.ID, Parent: &p, Name: m.Name, Method: m.Method, Host: m.Host,
-				PID: m.PID, State: m.State, RTTMs: float64(m.RTT.Microseconds()) / 1000})
-			walk(m.ID)
-		}
-	}
-	walk(s.root.Router.ID())
-	return out
+	return builtin.FitPage(out, a, s.root.Router.MaxMessage(), nil)
 }
 
-// routes is the root's route table without its control-socket clients.
-func (s *Server) routes() router.Table {
-	t := s.root.Router.Table()
-	known := map[uint32]bool{}
-	for _, m := range s.root.Tree.Nodes() {
-		known[m.ID] = true
-	}
-	kept := t.Routes[:0]
-	for _, r := range t.Routes {
-		if known[r.ID] {
-			kept = append(kept, r)
-		}
-	}
-	t.Routes = kept
-	return t
+// routes is page a of serve.routes: the root's route table without its
+// control-socket clients.
+func (s *Server) routes(a builtin.PageArgs) (router.Table, error) {
+	nodes := s.root.Tree.Nodes()
+	return builtin.RoutesPage(s.root.Router, a, func(id uint32) bool { return listed(nodes, id) })
 }
+
+// ReadTree reads serve.tree's whole answer from root, the root's handle on
+// a control-socket client, page by page: the root, then every node in ID
+// order, each node's parent before it.
+func ReadTree(ctx context.Context, root *arborctx.Remote) ([]NodeEntry, error) {
+	return builtin.ReadPages(func(e NodeEntry) uint32 { return e.ID }, func(a builtin.PageArgs) ([]NodeEntry, error) {
+		var es []NodeEntry
+		err := builtin.CallPage(ctx, root, "serve.tree", a, &es)
+		return es, err
+	})
+}
+
+// listed reports whether id is in nodes (ordered by ID).
+func listed(nodes []agent.NodeMeta, id uint32) bool {
+	_, ok := slices.BinarySearchFunc(nodes, id, byID)
+	return ok
+}
+
+func byID(m agent.NodeMeta, id uint32) int { return cmp.Compare(m.ID, id) }
 
 // watch streams tree events to handle on client until ctx ends (the client
 // cancels the call) or the client goes away. Events are queued without

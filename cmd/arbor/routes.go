@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/arbor-project/arbor/builtin"
+	arborctx "github.com/arbor-project/arbor/context"
 	"github.com/arbor-project/arbor/router"
 	"github.com/spf13/cobra"
 )
@@ -18,7 +20,14 @@ func newRoutesCmd(g *globalFlags) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if to == "" {
-				return g.daemonRoutes(at, asJSON)
+				return g.withDaemon(func(d *daemon) error {
+					t, err := d.table(at)
+					if err != nil {
+						return err
+					}
+					printTables([]router.Table{t}, asJSON)
+					return nil
+				})
 			}
 			if at != "" {
 				return usageErr("routes: --at is for arbor serve's tree; with --to every node's table is shown")
@@ -30,18 +39,13 @@ func newRoutesCmd(g *globalFlags) *cobra.Command {
 			defer s.close()
 			tables := []router.Table{s.root.Router.Table()}
 			for _, rm := range s.chain {
-				var t router.Table
-				if err := rm.Call(s.ctx, "agent.routes", nil, &t); err != nil {
+				t, err := builtin.ReadRoutes(s.ctx, rm, "agent.routes")
+				if err != nil {
 					return callErr(err)
 				}
 				tables = append(tables, t)
 			}
-			if asJSON {
-				b, _ := json.MarshalIndent(map[string]any{"nodes": tables}, "", "  ")
-				fmt.Println(string(b))
-				return nil
-			}
-			fmt.Print(renderTables(tables))
+			printTables(tables, asJSON)
 			return nil
 		},
 	}
@@ -49,6 +53,43 @@ func newRoutesCmd(g *globalFlags) *cobra.Command {
 	cmd.Flags().StringVar(&at, "at", "", "without --to: the node of arbor serve's tree whose table to show (default the root)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// table is the route table of node at (default the root) of the running
+// daemon, read page by page.
+func (d *daemon) table(at string) (router.Table, error) {
+	var rm *arborctx.Remote
+	fn := "agent.routes"
+	if at == "" || at == "0" || at == "root" {
+		// The root's own view, without the control-socket clients.
+		rm, fn = d.root(), "serve.routes"
+	} else {
+		es, err := d.tree()
+		if err != nil {
+			return router.Table{}, err
+		}
+		e, err := d.find(at, es)
+		if err != nil {
+			return router.Table{}, err
+		}
+		rm = d.node.Remote(e.ID, e.Name)
+	}
+	defer rm.Release()
+	t, err := builtin.ReadRoutes(d.ctx, rm, fn)
+	if err != nil {
+		return router.Table{}, callErr(err)
+	}
+	return t, nil
+}
+
+// printTables prints route tables: as a tree each, or as JSON.
+func printTables(tables []router.Table, asJSON bool) {
+	if asJSON {
+		b, _ := json.MarshalIndent(map[string]any{"nodes": tables}, "", "  ")
+		fmt.Println(string(b))
+		return
+	}
+	fmt.Print(renderTables(tables))
 }
 
 // renderTables draws each node's table as a tree with box-drawing connectors.

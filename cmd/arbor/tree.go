@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/arbor-project/arbor/control"
@@ -20,7 +21,9 @@ type treeJSON struct {
 	Children []*treeJSON `json:"children"`
 }
 
-// nest builds the tree from serve.tree's flat list (parents first).
+// nest builds the tree from serve.tree's flat list. A node whose parent is
+// not in the list (it joined between two pages) hangs below the root, as
+// the server shows a node whose parent it does not know.
 func nest(es []control.NodeEntry) *treeJSON {
 	byID := map[uint32]*treeJSON{}
 	var root *treeJSON
@@ -29,13 +32,64 @@ func nest(es []control.NodeEntry) *treeJSON {
 		byID[e.ID] = n
 		if e.Parent == nil {
 			root = n
-			continue
-		}
-		if p := byID[*e.Parent]; p != nil {
-			p.Children = append(p.Children, n)
 		}
 	}
+	for _, e := range es {
+		if e.Parent == nil || root == nil {
+			continue
+		}
+		p := byID[*e.Parent]
+		if p == nil || *e.Parent == e.ID {
+			p = root
+		}
+		p.Children = append(p.Children, byID[e.ID])
+	}
 	return root
+}
+
+// tree is the daemon's whole tree, read page by page: the root, then every
+// node in ID order, each node's parent before it.
+func (d *daemon) tree() ([]control.NodeEntry, error) {
+	root := d.root()
+	defer root.Release()
+	es, err := control.ReadTree(d.ctx, root)
+	if err != nil {
+		return nil, callErr(err)
+	}
+	return es, nil
+}
+
+// find picks NODE out of the tree es: an ID, a full name, or the last hop
+// of one name. An unknown node is a usage error (exit 2).
+func (d *daemon) find(spec string, es []control.NodeEntry) (control.NodeEntry, error) {
+	if id, err := strconv.ParseUint(spec, 10, 32); err == nil {
+		for _, e := range es {
+			if e.ID == uint32(id) {
+				return e, nil
+			}
+		}
+		return control.NodeEntry{}, usageErr("unknown node %s: no node with that ID in the tree at %s (see arbor tree)", spec, d.socket)
+	}
+	var byLast []control.NodeEntry
+	for _, e := range es {
+		if e.Name == spec {
+			return e, nil
+		}
+		if e.Name[strings.LastIndexByte(e.Name, '/')+1:] == spec {
+			byLast = append(byLast, e)
+		}
+	}
+	switch len(byLast) {
+	case 1:
+		return byLast[0], nil
+	case 0:
+		return control.NodeEntry{}, usageErr("unknown node %q: no node with that name in the tree at %s (see arbor tree)", spec, d.socket)
+	}
+	ids := make([]string, len(byLast))
+	for i, e := range byLast {
+		ids[i] = fmt.Sprintf("%d (%s)", e.ID, e.Name)
+	}
+	return control.NodeEntry{}, usageErr("node name %q is ambiguous: %s; use an ID", spec, strings.Join(ids, ", "))
 }
 
 func newTreeCmd(g *globalFlags) *cobra.Command {
@@ -46,7 +100,7 @@ func newTreeCmd(g *globalFlags) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.withDaemon(func(d *daemon) error {
-				es, err := d.nodes()
+				es, err := d.tree()
 				if err != nil {
 					return err
 				}
