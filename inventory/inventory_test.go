@@ -95,7 +95,10 @@ func TestUnsupported(t *testing.T) {
 		{func() error { _, err := Load(script); return err }, "dynamic inventory scripts are not supported"},
 		{func() error { _, err := Load(dir); return err }, "inventory directories are not supported"},
 		{func() error { _, err := Load(vault); return err }, "vault-encrypted"},
-		{func() error { _, err := ParseYAML("v.yml", []byte("all:\n  vars:\n    pw: !vault |\n      $ANSIBLE_VAULT;1.1;AES256\n      6162\n")); return err }, "vault-encrypted value"},
+		{func() error {
+			_, err := ParseYAML("v.yml", []byte("all:\n  vars:\n    pw: !vault |\n      $ANSIBLE_VAULT;1.1;AES256\n      6162\n"))
+			return err
+		}, "vault-encrypted value"},
 		{func() error { _, err := ParseYAML("p.yml", []byte("plugin: aws_ec2\nregions: [x]\n")); return err }, "inventory plugins"},
 		{func() error { _, err := ParseINI("i", []byte("[web:meta]\nx\n")); return err }, "[web:meta]"},
 		{func() error { _, err := ParseINI("i", []byte("[web]\nh[a:f]\n")); return err }, "numeric ranges only"},
