@@ -1,6 +1,10 @@
 package main
 
 import (
+	"context"
+
+	arborctx "github.com/arbor-project/arbor/context"
+	"github.com/arbor-project/arbor/fanout"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,8 +16,9 @@ import (
 
 func newCallCmd(g *globalFlags) *cobra.Command {
 	var to string
+	f := &fanFlags{}
 	cmd := &cobra.Command{
-		Use:   "call (--to PATH | NODE) FUNC [JSON-ARGS]",
+		Use:   "call (--to SET | NODE...) FUNC [JSON-ARGS]",
 		Short: "Call a function on the last node of PATH (or NODE of arbor serve) and print its result as JSON",
 		Args:  cobra.RangeArgs(1, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -34,6 +39,23 @@ func newCallCmd(g *globalFlags) *cobra.Command {
 				}
 				fnArgs = v
 			}
+			many, err := g.fansOut(to, node, f)
+			if err != nil {
+				return err
+			}
+			if many {
+				fr := &fanRun{g: g, f: f, verb: "call"}
+				return fr.run(to, node, func(ctx context.Context, t fanout.Target, rm *arborctx.Remote) (outcome, error) {
+					var raw rawResult
+					err := rm.Call(ctx, args[0], fnArgs, &raw)
+					o := outcome{result: raw.v, hasResult: err == nil}
+					var ee *exitError
+					if err != nil && errors.As(callErr(err), &ee) {
+						o.status = ee.code
+					}
+					return o, err
+				})
+			}
 			s, err := g.openTarget(to, node)
 			if err != nil {
 				return err
@@ -52,6 +74,7 @@ func newCallCmd(g *globalFlags) *cobra.Command {
 		},
 	}
 	addTargetFlag(cmd, &to, "path of hops, e.g. local/local")
+	f.add(cmd, true)
 	return cmd
 }
 

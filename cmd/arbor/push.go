@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"time"
 
 	arborctx "github.com/arbor-project/arbor/context"
+	"github.com/arbor-project/arbor/fanout"
 	"github.com/arbor-project/arbor/transfer"
 	"github.com/spf13/cobra"
 )
@@ -21,6 +23,7 @@ type transferFlags struct {
 	sync      bool
 	// preserveSpecial is pull's --preserve-special.
 	preserveSpecial bool
+	fan             fanFlags
 }
 
 func (f *transferFlags) add(cmd *cobra.Command) {
@@ -29,6 +32,7 @@ func (f *transferFlags) add(cmd *cobra.Command) {
 	cmd.Flags().BoolVarP(&f.quiet, "quiet", "q", false, "no progress bar")
 	cmd.Flags().BoolVar(&f.json, "json", false, "print a summary object (bytes, files, seconds, sha256) when done")
 	cmd.Flags().BoolVar(&f.sync, "sync", false, "fsync every file before renaming it into place")
+	f.fan.add(cmd, false)
 }
 
 func newPushCmd(g *globalFlags) *cobra.Command {
@@ -71,6 +75,14 @@ func runTransfer(g *globalFlags, f *transferFlags, verb string, args []string, f
 		return usageErr("%s: too many arguments: with --to, give SRC DST only", verb)
 	}
 	src, dst := args[0], args[1]
+	f.fan.json = f.json
+	many, err := g.fansOut(f.to, node, &f.fan)
+	if err != nil {
+		return err
+	}
+	if many {
+		return runTransferMany(g, f, verb, node, src, dst, fn)
+	}
 	s, err := g.openTarget(f.to, node)
 	if err != nil {
 		return err
@@ -160,4 +172,26 @@ func humanBytes(n float64) string {
 		i++
 	}
 	return fmt.Sprintf("%.1f %s", n, units[i])
+}
+
+// runTransferMany runs push or pull over a target set. A pull's copy from
+// each target lands in DST/LABEL/ (as rpdcp does), so copies never
+// overwrite each other.
+func runTransferMany(g *globalFlags, f *transferFlags, verb, node, src, dst string, fn transferFunc) error {
+	fr := &fanRun{g: g, f: &f.fan, verb: verb}
+	o := transfer.Options{Recursive: f.recursive, Sync: f.sync, PreserveSpecial: f.preserveSpecial}
+	return fr.run(f.to, node, func(ctx context.Context, t fanout.Target, rm *arborctx.Remote) (outcome, error) {
+		d := dst
+		if verb == "pull" {
+			d = filepath.Join(dst, filepath.FromSlash(t.Label))
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return outcome{status: exitRemote}, err
+			}
+		}
+		sum, err := fn(ctx, rm, src, d, o)
+		if err != nil {
+			return outcome{status: exitRemote}, err
+		}
+		return outcome{result: sum, hasResult: true}, nil
+	})
 }

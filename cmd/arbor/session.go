@@ -34,6 +34,8 @@ type globalFlags struct {
 	kubeContext string
 	kubeconfig  string
 	tools       spawn.ToolOptions // from the flags above and the config file
+
+	inventory string // --inventory: an Ansible inventory for @group and host names
 }
 
 // nodeOptions are the root's options from the global flags.
@@ -103,7 +105,8 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.kubeconfig, "kubeconfig", "", "kubeconfig file for every kubectl hop")
 	root.PersistentPreRunE = func(*cobra.Command, []string) error { return g.loadTools() }
 	root.PersistentFlags().DurationVar(&g.connectTimeout, "connect-timeout", 30*time.Second, "give up on a hop that is not up after this long (connection, bootstrap and hello)")
-	root.AddCommand(newExecCmd(g), newCallCmd(g), newRoutesCmd(g), newPushCmd(g), newPullCmd(g))
+	root.PersistentFlags().StringVar(&g.inventory, "inventory", "", "Ansible inventory (INI or YAML) for @group and host names (default $ARBOR_INVENTORY, else ~/.config/arbor/inventory if present)")
+	root.AddCommand(newExecCmd(g), newCallCmd(g), newRoutesCmd(g), newPushCmd(g), newPullCmd(g), newInventoryCmd(g))
 	addDaemonCommands(root, g)
 	return root
 }
@@ -144,28 +147,9 @@ func (g *globalFlags) open(path string) (*session, error) {
 	if err != nil {
 		return nil, usageErr("%v", err)
 	}
-	for _, kv := range g.sshOptions {
-		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
-			return nil, usageErr("--ssh-option %q: want KEY=VALUE", kv)
-		}
-	}
-	if g.connectTimeout <= 0 {
-		return nil, usageErr("--connect-timeout must be positive")
-	}
-	if g.agentDir != "" {
-		if st, err := os.Stat(g.agentDir); err != nil || !st.IsDir() {
-			return nil, usageErr("--agent-dir %s: not a directory", g.agentDir)
-		}
-	}
-	log, level, err := g.logger()
+	root, ctx, stop, err := g.newRoot()
 	if err != nil {
 		return nil, err
-	}
-	ctx, stop := g.runContext()
-	root, err := agent.NewRoot(g.nodeOptions(log, level.String()))
-	if err != nil {
-		stop()
-		return nil, &exitError{code: exitUnreachable, err: err}
 	}
 	s := &session{root: root, ctx: ctx, stop: stop}
 	s.chain, err = root.SpawnPath(ctx, hops)
@@ -174,6 +158,35 @@ func (g *globalFlags) open(path string) (*session, error) {
 		return nil, &exitError{code: exitUnreachable, err: err}
 	}
 	return s, nil
+}
+
+// newRoot checks the global flags and starts a one-shot root in this
+// process, with the command's context (see runContext).
+func (g *globalFlags) newRoot() (*agent.Node, context.Context, context.CancelFunc, error) {
+	for _, kv := range g.sshOptions {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return nil, nil, nil, usageErr("--ssh-option %q: want KEY=VALUE", kv)
+		}
+	}
+	if g.connectTimeout <= 0 {
+		return nil, nil, nil, usageErr("--connect-timeout must be positive")
+	}
+	if g.agentDir != "" {
+		if st, err := os.Stat(g.agentDir); err != nil || !st.IsDir() {
+			return nil, nil, nil, usageErr("--agent-dir %s: not a directory", g.agentDir)
+		}
+	}
+	log, level, err := g.logger()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, stop := g.runContext()
+	root, err := agent.NewRoot(g.nodeOptions(log, level.String()))
+	if err != nil {
+		stop()
+		return nil, nil, nil, &exitError{code: exitUnreachable, err: err}
+	}
+	return root, ctx, stop, nil
 }
 
 func (s *session) last() *arborctx.Remote { return s.chain[len(s.chain)-1] }
