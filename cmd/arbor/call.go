@@ -3,11 +3,11 @@ package main
 import (
 	"context"
 
-	arborctx "github.com/arbor-project/arbor/context"
-	"github.com/arbor-project/arbor/fanout"
 	"encoding/json"
 	"errors"
 	"fmt"
+	arborctx "github.com/arbor-project/arbor/context"
+	"github.com/arbor-project/arbor/fanout"
 	"strings"
 
 	"github.com/arbor-project/arbor/stream/wire"

@@ -384,4 +384,3 @@ func (fr *fanRun) writers(label string) (*prefixWriter, *prefixWriter, *bytes.Bu
 	return &prefixWriter{o: fr.out, w: os.Stdout, label: label, keep: &ob, live: live},
 		&prefixWriter{o: fr.out, w: os.Stderr, label: label, keep: &eb, live: live}, &ob, &eb
 }
-

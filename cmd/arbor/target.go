@@ -330,4 +330,3 @@ func (d *daemon) match(g *globalFlags, set string, es []control.NodeEntry) ([]co
 // statusLine reports whether a live status line may be drawn: stderr is
 // a terminal.
 func statusLine() bool { return isTerminal(os.Stderr) }
-
