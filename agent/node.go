@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"os"
 	"strings"
 	"sync"
@@ -130,11 +131,20 @@ func (n *Node) Remote(id uint32, name string) *arborctx.Remote {
 // closes their links and kills what is left.
 const ShutdownGrace = 3 * time.Second
 
+// closeStepTimeout bounds each later step of Close (closing the links,
+// stopping the heartbeat, reaping the children, ending the calls), so no
+// peer and no function can hold a shutdown up: a step still running then
+// is left behind and logged.
+const closeStepTimeout = 5 * time.Second
+
 // Close shuts the node down, cascading: every child is asked to shut down
 // (SHUTDOWN) and given ShutdownGrace to take its own subtree down and send
 // its last records up; then the links close, running calls are cancelled,
-// and stragglers are killed as process groups. It is idempotent and
-// returns when the node is down.
+// and stragglers are killed as process groups. Every step has a deadline
+// (ShutdownGrace, then closeStepTimeout each): Close returns within about
+// half a minute whatever a peer or a function does, with the children's
+// process groups killed. It is idempotent and returns when the node is
+// down.
 func (n *Node) Close() error {
 	n.once.Do(func() {
 		n.mu.Lock()
@@ -144,35 +154,82 @@ func (n *Node) Close() error {
 			kids = append(kids, c)
 		}
 		n.mu.Unlock()
-		grace := time.NewTimer(ShutdownGrace)
-		defer grace.Stop()
 		for _, c := range kids {
 			if c.port != nil {
 				_ = n.Router.SendControl(wire.Header{Dst: c.port.PeerID, Handle: wire.HandleShutdown}, nil)
 			}
 		}
+		// One deadline for all: once it has passed, no child is waited for.
+		grace, cancel := context.WithTimeout(context.Background(), ShutdownGrace)
 		for _, c := range kids {
 			if c.port == nil {
 				continue
 			}
 			select {
 			case <-c.port.Link.Done():
-			case <-grace.C:
+			case <-grace.Done():
 			}
 		}
+		cancel()
 		if n.beforeClose != nil {
-			n.beforeClose()
+			n.closeStep("flush the last records", n.beforeClose)
 		}
-		n.Router.Close()
-		<-n.hb.done
-		for _, c := range kids {
-			c.proc.Wait(time.Second)
-			c.proc.Kill()
-		}
-		n.Dispatcher.Close()
+		n.closeStep("close the links", func() { n.Router.Close() })
+		n.closeStep("stop the heartbeat", func() { <-n.hb.done })
+		n.closeStep("reap the children", func() {
+			// Their links are closed, which tells them to exit: a second
+			// more, then their groups are killed, all at once.
+			exited, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			for _, c := range kids {
+				select {
+				case <-c.proc.Exited():
+				case <-exited.Done():
+				}
+			}
+			for _, c := range kids {
+				c.proc.Kill()
+			}
+			for _, c := range kids {
+				<-c.proc.Exited() // reaped
+			}
+		})
+		n.closeStep("end the running calls", n.Dispatcher.Close)
 		close(n.closed)
 	})
 	return nil
+}
+
+// closeStep runs one step of Close, waiting for it at most
+// closeStepTimeout; a step still running then is logged and left behind.
+func (n *Node) closeStep(what string, step func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		step()
+	}()
+	t := time.NewTimer(closeStepTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		n.Log.Warn("shutdown: a step did not finish in time; going on without it", "step", what, "waited", closeStepTimeout)
+	}
+}
+
+// KillChildren kills the process group of every child this node runs, at
+// once, without asking: the last resort of a shutdown that could not
+// finish. It never blocks for long.
+func (n *Node) KillChildren() {
+	n.mu.Lock()
+	kids := make([]*child, 0, len(n.children))
+	for _, c := range n.children {
+		kids = append(kids, c)
+	}
+	n.mu.Unlock()
+	for _, c := range kids {
+		c.proc.Kill()
+	}
 }
 
 // LevelFromEnv is the log level named by ARBOR_LOG_LEVEL, or def.

@@ -20,9 +20,21 @@ type Config struct {
 	MaxConcurrent int
 	// MaxQueued calls may wait; beyond that a call is refused "busy".
 	MaxQueued int
+	// LinkConcurrent and LinkQueued bound the share of those one child
+	// link may hold, for itself and the subtree behind it (OpenSSH's
+	// MaxSessions, per connection): at most LinkConcurrent of its calls
+	// run at once and LinkQueued more wait; past that its calls are
+	// refused "busy" at once, so one link cannot take every worker from
+	// its siblings. Zero means a quarter of MaxConcurrent (at least 1) and
+	// a quarter of MaxQueued. Calls from this node and from its parent
+	// link, the node's own authority, are bounded by MaxConcurrent and
+	// MaxQueued alone.
+	LinkConcurrent int
+	LinkQueued     int
 }
 
-// DefaultConfig: 256 concurrent calls, 4096 queued.
+// DefaultConfig: 256 concurrent calls, 4096 queued; 64 running and 1024
+// queued per child link.
 func DefaultConfig() Config { return Config{MaxConcurrent: 256, MaxQueued: 4096} }
 
 type callKey struct {
@@ -38,13 +50,19 @@ type Dispatcher struct {
 	slots  chan struct{}
 	queued atomic.Int64
 	maxQ   int64
+	// linkRun and linkMax bound one child link: calls running, and calls
+	// running or queued.
+	linkRun, linkMax int
 
 	mu      sync.Mutex
 	running map[callKey]context.CancelFunc
-	base    context.Context
-	stop    context.CancelFunc
-	wg      sync.WaitGroup
-	work    chan func() // hands a call to an idle worker
+	// links holds the calls of each child link that has some; an entry
+	// is deleted when its last call ends.
+	links map[*router.Port]*linkCalls
+	base  context.Context
+	stop  context.CancelFunc
+	wg    sync.WaitGroup
+	work  chan func() // hands a call to an idle worker
 }
 
 // Serve registers CALL and CANCEL on r and runs calls from reg. values is
@@ -56,12 +74,21 @@ func Serve(r *router.Router, reg *Registry, cfg Config, values map[string]any) *
 	if cfg.MaxQueued < 0 {
 		cfg.MaxQueued = 0
 	}
+	if cfg.LinkConcurrent <= 0 {
+		cfg.LinkConcurrent = max(1, cfg.MaxConcurrent/4)
+	}
+	if cfg.LinkQueued <= 0 {
+		cfg.LinkQueued = cfg.MaxQueued / 4
+	}
 	base, stop := context.WithCancel(context.Background())
 	d := &Dispatcher{
 		r: r, reg: reg, values: values,
 		slots:   make(chan struct{}, cfg.MaxConcurrent),
 		maxQ:    int64(cfg.MaxQueued),
+		linkRun: min(cfg.LinkConcurrent, cfg.MaxConcurrent),
+		linkMax: min(cfg.LinkConcurrent, cfg.MaxConcurrent) + min(cfg.LinkQueued, cfg.MaxQueued),
 		running: make(map[callKey]context.CancelFunc),
+		links:   make(map[*router.Port]*linkCalls),
 		base:    base,
 		stop:    stop,
 		work:    make(chan func()),
@@ -79,26 +106,73 @@ func (d *Dispatcher) Close() {
 	d.wg.Wait()
 }
 
+// linkCalls is what one child link's calls hold.
+type linkCalls struct {
+	n   int           // calls admitted: running or queued; guarded by Dispatcher.mu
+	run chan struct{} // running slots of this link
+}
+
+// admitLink counts a call arriving on port against the link's quota. It
+// returns the link's share (nil for a call the quota does not cover) and
+// false when the link already has as many calls as it may.
+func (d *Dispatcher) admitLink(port *router.Port) (*linkCalls, bool) {
+	if port == nil || port.IsParent {
+		return nil, true
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	lc := d.links[port]
+	if lc == nil {
+		lc = &linkCalls{run: make(chan struct{}, d.linkRun)}
+		d.links[port] = lc
+	}
+	if lc.n >= d.linkMax {
+		return nil, false
+	}
+	lc.n++
+	return lc, true
+}
+
+// leaveLink ends a call admitted by admitLink.
+func (d *Dispatcher) leaveLink(port *router.Port, lc *linkCalls) {
+	if lc == nil {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if lc.n--; lc.n == 0 && d.links[port] == lc {
+		delete(d.links, port)
+	}
+}
+
 // onCall runs on a link's read loop: it decodes and checks the request and
-// hands the call to a goroutine.
+// hands the call to a goroutine. It never waits: refusals are answered as
+// control frames.
 func (d *Dispatcher) onCall(m *router.Message) {
 	var req wire.CallRequest
 	if err := wire.Unmarshal(m.Payload, &req); err != nil {
-		d.fail(m, "", KindBadArgs, fmt.Sprintf("bad CALL payload: %v", err))
+		d.refuse(m, "", KindBadArgs, fmt.Sprintf("bad CALL payload: %v", err))
 		return
 	}
 	e, ok := d.reg.lookup(req.Fn)
 	if !ok {
-		d.fail(m, req.Fn, KindUnknown, fmt.Sprintf("unknown function %s on node %s", req.Fn, d.r.Name()))
+		d.refuse(m, req.Fn, KindUnknown, fmt.Sprintf("unknown function %s on node %s", req.Fn, d.r.Name()))
 		return
 	}
 	if e.policy == AncestorsOnly && m.Auth != d.r.ID() && !d.r.IsAncestor(m.Auth) {
-		d.fail(m, req.Fn, KindRefused, fmt.Sprintf("refused by policy: node %d may not call %s", m.Auth, req.Fn))
+		d.refuse(m, req.Fn, KindRefused, fmt.Sprintf("refused by policy: node %d may not call %s", m.Auth, req.Fn))
+		return
+	}
+	lc, ok := d.admitLink(m.Port)
+	if !ok {
+		d.refuse(m, req.Fn, KindBusy, fmt.Sprintf("busy: too many calls from link to node %d (%d running or queued, the most one link may have)",
+			m.Port.PeerID, d.linkMax))
 		return
 	}
 	if d.queued.Add(1) > d.maxQ+int64(cap(d.slots)) {
 		d.queued.Add(-1)
-		d.fail(m, req.Fn, KindBusy, fmt.Sprintf("busy: %d calls running and %d queued", cap(d.slots), d.maxQ))
+		d.leaveLink(m.Port, lc)
+		d.refuse(m, req.Fn, KindBusy, fmt.Sprintf("busy: %d calls running and %d queued", cap(d.slots), d.maxQ))
 		return
 	}
 	// One context per call, released when the call ends: a second one
@@ -118,12 +192,25 @@ func (d *Dispatcher) onCall(m *router.Message) {
 	}
 	d.dispatch(func() {
 		defer d.queued.Add(-1)
+		defer d.leaveLink(m.Port, lc)
 		defer func() {
 			d.mu.Lock()
 			delete(d.running, key)
 			d.mu.Unlock()
 			cancel()
 		}()
+		// A call from a child link waits for one of its link's running
+		// slots before it takes a shared one: the calls of a link that
+		// has its share running wait without holding a shared slot.
+		if lc != nil {
+			select {
+			case lc.run <- struct{}{}:
+			case <-ctx.Done():
+				d.fail(m, req.Fn, KindCancelled, "cancelled while queued: "+ctx.Err().Error())
+				return
+			}
+			defer func() { <-lc.run }()
+		}
 		select {
 		case d.slots <- struct{}{}:
 		case <-ctx.Done():
@@ -207,14 +294,13 @@ func (d *Dispatcher) run(ctx context.Context, m *router.Message, e *entry, req w
 	}
 }
 
-// fail answers m with a typed error.
+// fail answers m with a typed error, from a worker: it may wait for room
+// in the queue toward the caller.
 func (d *Dispatcher) fail(m *router.Message, fn, kind, msg string) {
 	if m.ReplyTo == wire.HandleNone {
 		return
 	}
-	body, err := wire.Marshal(wire.CallReply{Error: &wire.CallError{
-		NodeID: d.r.ID(), Node: d.r.Name(), Fn: fn, Message: msg, Kind: kind,
-	}})
+	body, err := d.errorReply(fn, kind, msg)
 	if err != nil {
 		d.r.ReplyError(m, msg)
 		return
@@ -222,6 +308,29 @@ func (d *Dispatcher) fail(m *router.Message, fn, kind, msg string) {
 	if err := d.r.ReplyContext(d.base, m, body); err != nil {
 		d.r.Logger().Warn("could not send call error", "fn", fn, "to", m.Src, "error", err)
 	}
+}
+
+// refuse answers m with a typed error from the read loop: a control
+// frame, queued without waiting (past the link's control reserve it is
+// dropped, and the caller's deadline ends its wait).
+func (d *Dispatcher) refuse(m *router.Message, fn, kind, msg string) {
+	if m.ReplyTo == wire.HandleNone {
+		return
+	}
+	body, err := d.errorReply(fn, kind, msg)
+	if err != nil {
+		d.r.ReplyError(m, msg)
+		return
+	}
+	if err := d.r.Reply(m, body); err != nil {
+		d.r.Logger().Debug("could not send call refusal", "fn", fn, "to", m.Src, "error", err)
+	}
+}
+
+func (d *Dispatcher) errorReply(fn, kind, msg string) ([]byte, error) {
+	return wire.Marshal(wire.CallReply{Error: &wire.CallError{
+		NodeID: d.r.ID(), Node: d.r.Name(), Fn: fn, Message: msg, Kind: kind,
+	}})
 }
 
 // onCancel cancels the call the sender started with the given reply handle.

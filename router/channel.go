@@ -74,6 +74,9 @@ type Channel struct {
 	Src, Dst uint32
 	Service  string
 
+	// grant gives a channel that arrived on a link its full window once
+	// it is claimed (stream.Link.GrantWindow); nil for one to this node.
+	grant     func()
 	abortOnce sync.Once
 }
 
@@ -160,7 +163,15 @@ func (r *Router) OpenChannel(ctx context.Context, dst uint32, service string) (*
 	if out == nil {
 		return nil, &channelRefusal{DeadError{Node: r.id, Reason: fmt.Sprintf("no route to %d, my ID is %d", dst, r.id)}}
 	}
-	s, err := out.Link.OpenChannel()
+	deadline := time.Now().Add(channelOpenTimeout)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+	// A link with as many channels open as it allows makes the opener
+	// wait for one to end, as long as the open may take.
+	octx, ocancel := context.WithDeadline(ctx, deadline)
+	s, err := out.Link.OpenChannelContext(octx)
+	ocancel()
 	if err != nil {
 		return nil, errs.Wrap(err, fmt.Sprintf("channel to node %d: %s", dst, out))
 	}
@@ -172,10 +183,6 @@ func (r *Router) OpenChannel(ctx context.Context, dst uint32, service string) (*
 	body, err := wire.Marshal(ChannelOpen{ID: id, Service: service})
 	if err != nil {
 		return fail(err)
-	}
-	deadline := time.Now().Add(channelOpenTimeout)
-	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
-		deadline = dl
 	}
 	_ = s.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { _ = s.SetDeadline(time.Now()) })
@@ -247,6 +254,9 @@ func (r *Router) ClaimChannel(src, id uint32) (*Channel, error) {
 			r.id, id, src, channelParkTimeout)
 	}
 	p.timer.Stop()
+	if p.ch.grant != nil {
+		p.ch.grant()
+	}
 	return p.ch, nil
 }
 
@@ -279,6 +289,10 @@ func (r *Router) park(ch *Channel) bool {
 }
 
 // acceptChannels serves the channels the peer of p opens, until p closes.
+// The link admits at most stream.Config.MaxChannels of them at once (it
+// resets the rest as they arrive), so the goroutines here are bounded too;
+// each channel has only yamux's initial window until it is claimed here
+// or accepted beyond this node (stream.Link.GrantWindow).
 func (r *Router) acceptChannels(p *Port) {
 	for {
 		s, err := p.Link.AcceptChannel(context.Background())
@@ -322,17 +336,40 @@ func (r *Router) serveChannel(in *Port, s net.Conn) {
 		return
 	}
 	out := v.out
-	ns, err := out.Link.OpenChannel()
+	deadline := time.Now().Add(channelOpenTimeout)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	ns, err := out.Link.OpenChannelContext(ctx)
+	cancel()
 	if err != nil {
-		r.refuseChannel(s, h, fmt.Sprintf("%s: %v", out, err))
+		r.refuseChannel(s, h, fmt.Sprintf("%s: %s", out, errs.Reason(err)))
 		return
 	}
-	_ = ns.SetWriteDeadline(time.Now().Add(channelOpenTimeout))
+	_ = ns.SetDeadline(deadline)
 	if _, err := ns.Write(wire.AppendFrame(nil, h, payload)); err != nil {
 		abortConn(ns)
 		r.refuseChannel(s, h, fmt.Sprintf("%s: %v", out, err))
 		return
 	}
+	// The destination's answer passes back before anything else: only a
+	// channel it accepted gets its full window on the link it came in on,
+	// so channels on their way to a refusal hold little here.
+	var ab [wire.HeaderSize]byte
+	ah, apayload, err := wire.ReadFrame(ns, ab[:], maxChannelOpen)
+	if err == nil {
+		_, err = s.Write(wire.AppendFrame(nil, ah, apayload))
+	}
+	if err != nil || ah.IsDead() || ah.Flags&wire.FlagReply == 0 {
+		r.log.Debug("channel not accepted beyond this node", "open", h.String(), "answer", ah.String(), "error", err)
+		abortConn(ns)
+		if err != nil {
+			abortConn(s)
+		} else {
+			s.Close() // the refusal was passed on
+			_ = s.SetReadDeadline(time.Now())
+		}
+		return
+	}
+	in.Link.GrantWindow(s)
 	_ = ns.SetDeadline(time.Time{})
 	_ = s.SetDeadline(time.Time{})
 	r.splice(in, s, out, ns, h, op)
@@ -350,7 +387,8 @@ func (r *Router) acceptHere(in *Port, s net.Conn, h wire.Header, op ChannelOpen)
 		r.refuseChannel(s, h, ReasonRefused)
 		return
 	}
-	ch := &Channel{Conn: s, ID: op.ID, Src: h.Src, Dst: r.id, Service: op.Service}
+	ch := &Channel{Conn: s, ID: op.ID, Src: h.Src, Dst: r.id, Service: op.Service,
+		grant: func() { in.Link.GrantWindow(s) }}
 	if !r.park(ch) {
 		r.refuseChannel(s, h, fmt.Sprintf("duplicate channel %d from node %d", op.ID, h.Src))
 		return

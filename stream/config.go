@@ -18,8 +18,11 @@ type Config struct {
 	MaxMessage uint32
 	// HelloTimeout bounds the hello exchange when a link is opened.
 	HelloTimeout time.Duration
-	// WriteTimeout bounds one write to the underlying connection. A write
-	// that times out is fatal for the link. It is a last resort, far above
+	// WriteTimeout bounds how long a write to the link may make no
+	// progress: a write to the underlying connection, or a wait for the
+	// peer's window on the message stream (each 64 KiB piece of a frame
+	// must go within it). A write that times out is fatal for the link
+	// (a *WriteTimeoutError), never for the node. It is a last resort, far above
 	// any heartbeat threshold: a peer that stops reading stops answering
 	// probes too, and the heartbeat closes the link first and names why.
 	// Nodes raise it above their own DownAfter.
@@ -38,13 +41,40 @@ type Config struct {
 	// beyond SendQueue before they are refused too (stream/queue.go). Zero
 	// means DefaultControlReserve.
 	ControlReserve int
+	// MaxChannels is how many channels (yamux streams other than the
+	// message stream) may be open at once in each direction of a link;
+	// zero means DefaultMaxChannels. A stream the peer opens past it is
+	// reset as it arrives, before yamux allocates anything for it, and
+	// counted (Link.ChannelsRefused); a peer with more than MaxChannels
+	// refused within ChannelFloodWindow loses the link (ErrChannelLimit).
+	// OpenChannel refuses past it on this side, so an honest peer with
+	// the same limit is never refused. Until its user claims it
+	// (Link.GrantWindow), an inbound channel has only yamux's initial
+	// window, 256 KiB: unclaimed channels hold at most MaxChannels x
+	// 256 KiB of data per link (64 MiB with the default; yamux's growing
+	// buffers may allocate up to twice that).
+	MaxChannels int
 	// Logger receives link logs, yamux's included. Nil means hclog.Default().
 	Logger hclog.Logger
 }
 
+// DefaultMaxChannels is the default Config.MaxChannels. It is the accept
+// backlog yamux had here before the limit existed, near what HTTP/2
+// servers allow per connection (Go's 250, nginx's 128), and many times
+// what one link carries in use (a channel per running transfer or
+// streamed command through it), while it keeps what a hostile peer can
+// make a link hold before any function claims a channel to 64 MiB of data
+// (256 x yamux's initial window) and the goroutines serving its channels
+// to 256.
+const DefaultMaxChannels = 256
+
+// maxMaxChannels bounds Config.MaxChannels: yamux sizes its accept
+// backlog and its table of SYNs in flight by it.
+const maxMaxChannels = 1 << 16
+
 // DefaultConfig returns the defaults: 64 MiB messages, a 10 s hello
 // timeout, a 5 min write timeout, 16 MiB stream windows, 1024 queued data
-// frames.
+// frames, 256 channels open each way.
 func DefaultConfig() *Config {
 	return &Config{
 		MaxMessage:   wire.DefaultMaxMessage,
@@ -54,6 +84,7 @@ func DefaultConfig() *Config {
 		SendQueue:    1024,
 
 		ControlReserve: DefaultControlReserve,
+		MaxChannels:    DefaultMaxChannels,
 	}
 }
 
@@ -74,6 +105,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("arbor: config: SendQueue must be positive")
 	case c.ControlReserve < 0:
 		return fmt.Errorf("arbor: config: ControlReserve must not be negative")
+	case c.MaxChannels < 0 || c.MaxChannels > maxMaxChannels:
+		return fmt.Errorf("arbor: config: MaxChannels must be between 0 (the default) and %d", maxMaxChannels)
 	}
 	return nil
 }
@@ -90,6 +123,9 @@ func (c *Config) withDefaults() (*Config, error) {
 	if cc.ControlReserve == 0 {
 		cc.ControlReserve = DefaultControlReserve
 	}
+	if cc.MaxChannels == 0 {
+		cc.MaxChannels = DefaultMaxChannels
+	}
 	if err := cc.Validate(); err != nil {
 		return nil, err
 	}
@@ -103,7 +139,9 @@ func (c *Config) withDefaults() (*Config, error) {
 // node's name; at error level it would be noise on every lost hop.
 func (c *Config) yamuxConfig(log hclog.Logger) *yamux.Config {
 	yc := yamux.DefaultConfig()
-	yc.AcceptBacklog = 256
+	// At most MaxChannels streams of the peer exist here (the gate resets
+	// the rest), so yamux's own backlog never refuses one first.
+	yc.AcceptBacklog = c.MaxChannels
 	yc.EnableKeepAlive = false
 	yc.ConnectionWriteTimeout = c.WriteTimeout
 	yc.MaxStreamWindowSize = c.StreamWindow

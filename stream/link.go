@@ -3,6 +3,7 @@ package stream
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -32,6 +33,7 @@ type Link struct {
 	sess *yamux.Session
 	msgs *yamux.Stream
 	conn io.ReadWriteCloser
+	gate *gatedConn // between sess and conn: the channel limit
 
 	// peerID is the node at the other end; hello is what the parent sent.
 	peerID uint32
@@ -91,11 +93,14 @@ func Open(conn io.ReadWriteCloser, hello wire.Hello, cfg *Config) (*Link, wire.H
 	// adopts it, so the parent must read and send by it too.
 	c.MaxMessage = hello.MaxMessage
 	log := c.Logger.With("link", hello.ID)
-	sess, err := yamux.Client(joinFrames(conn), c.yamuxConfig(log))
+	gate := newGatedConn(conn, c, log)
+	gate.peer.Store(hello.ID)
+	sess, err := yamux.Client(gate, c.yamuxConfig(log))
 	if err != nil {
 		conn.Close()
 		return nil, wire.HelloAck{}, fmt.Errorf("arbor: link to %d: %w", hello.ID, err)
 	}
+	gate.start(sess.CloseChan())
 	fail := func(err error) (*Link, wire.HelloAck, error) {
 		sess.Close()
 		conn.Close()
@@ -126,7 +131,7 @@ func Open(conn io.ReadWriteCloser, hello wire.Hello, cfg *Config) (*Link, wire.H
 			ack.Version, ack.ID, wire.Version, hello.ID))
 	}
 	_ = msgs.SetDeadline(time.Time{})
-	l := newLink(c, log, conn, sess, msgs, hello.ID, hello)
+	l := newLink(c, log, conn, gate, sess, msgs, hello.ID, hello)
 	return l, ack, nil
 }
 
@@ -139,11 +144,13 @@ func Accept(conn io.ReadWriteCloser, cfg *Config, pid int) (*Link, wire.Hello, e
 		conn.Close()
 		return nil, wire.Hello{}, err
 	}
-	sess, err := yamux.Server(joinFrames(conn), c.yamuxConfig(c.Logger.With("link", "parent")))
+	gate := newGatedConn(conn, c, c.Logger.With("link", "parent"))
+	sess, err := yamux.Server(gate, c.yamuxConfig(c.Logger.With("link", "parent")))
 	if err != nil {
 		conn.Close()
 		return nil, wire.Hello{}, fmt.Errorf("arbor: link to parent: %w", err)
 	}
+	gate.start(sess.CloseChan())
 	fail := func(err error) (*Link, wire.Hello, error) {
 		sess.Close()
 		conn.Close()
@@ -168,6 +175,7 @@ func Accept(conn io.ReadWriteCloser, cfg *Config, pid int) (*Link, wire.Hello, e
 		return fail(fmt.Errorf("parent sent max message %d", hello.MaxMessage))
 	}
 	c.MaxMessage = hello.MaxMessage // inherited from the parent
+	gate.peer.Store(hello.ParentID)
 	body, err := wire.Marshal(wire.HelloAck{Version: wire.Version, ID: hello.ID, PID: pid})
 	if err != nil {
 		return fail(err)
@@ -177,7 +185,7 @@ func Accept(conn io.ReadWriteCloser, cfg *Config, pid int) (*Link, wire.Hello, e
 		return fail(ioErr(err, deadline))
 	}
 	_ = msgs.SetDeadline(time.Time{})
-	l := newLink(c, c.Logger.With("link", "parent"), conn, sess, msgs, hello.ParentID, hello)
+	l := newLink(c, c.Logger.With("link", "parent"), conn, gate, sess, msgs, hello.ParentID, hello)
 	return l, hello, nil
 }
 
@@ -205,11 +213,12 @@ func ioErr(err error, deadline time.Time) error {
 	return err
 }
 
-func newLink(c *Config, log hclog.Logger, conn io.ReadWriteCloser, sess *yamux.Session, msgs *yamux.Stream, peer uint32, hello wire.Hello) *Link {
+func newLink(c *Config, log hclog.Logger, conn io.ReadWriteCloser, gate *gatedConn, sess *yamux.Session, msgs *yamux.Stream, peer uint32, hello wire.Hello) *Link {
 	l := &Link{
 		cfg:    c,
 		log:    log,
 		conn:   conn,
+		gate:   gate,
 		sess:   sess,
 		msgs:   msgs,
 		peerID: peer,
@@ -298,10 +307,11 @@ func (l *Link) Start(onFrame FrameHandler, onClose func(error)) {
 		}
 	}()
 	go func() {
-		// The yamux session ending (peer gone, write timeout) ends the link.
+		// The yamux session ending (peer gone, write timeout, the channel
+		// gate) ends the link.
 		select {
 		case <-l.sess.CloseChan():
-			l.Abort(fmt.Errorf("%w: session ended", io.EOF))
+			l.Abort(l.sessionEnded())
 		case <-l.done:
 		}
 	}()
@@ -510,12 +520,25 @@ func (l *Link) write(b []byte) error {
 	if len(b) == 0 {
 		return nil
 	}
+	// Each piece must make progress within WriteTimeout: yamux bounds
+	// its own write to the transport by it, but not a wait for the
+	// peer's window, which a peer that stops reading its message stream
+	// (while its yamux still reads) leaves closed for ever.
+	_ = l.msgs.SetWriteDeadline(time.Now().Add(l.cfg.WriteTimeout))
+	select {
+	case <-l.done:
+		// Abort's deadline may just have been replaced by ours.
+		return l.closedErr()
+	default:
+	}
 	if _, err := l.msgs.Write(b); err != nil {
 		if l.sess.IsClosed() || peerGone(err) {
 			// The session ended under the write (the peer went away): the
 			// cause is that, as the session watcher would report it, not
 			// yamux's "session shutdown".
-			l.Abort(fmt.Errorf("%w: session ended", io.EOF))
+			l.Abort(l.sessionEnded())
+		} else if errors.Is(err, yamux.ErrTimeout) || errors.Is(err, yamux.ErrConnectionWriteTimeout) {
+			l.Abort(&WriteTimeoutError{Peer: l.peerID, After: l.cfg.WriteTimeout})
 		} else {
 			l.Abort(fmt.Errorf("write: %w", err))
 		}
@@ -547,6 +570,15 @@ func (l *Link) readLoop(onFrame FrameHandler) {
 	}
 }
 
+// sessionEnded is why the link ends when its yamux session has ended:
+// the channel gate's cause when the gate ended it, else the peer's going.
+func (l *Link) sessionEnded() error {
+	if err := l.gate.rerrSafe(); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: session ended", io.EOF)
+}
+
 // peerGone reports a write that failed because the other end closed.
 func peerGone(err error) bool {
 	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrClosedPipe)
@@ -561,6 +593,11 @@ func isProtocolError(err error) bool {
 // the loops. It is safe to call from a FrameHandler. The first cause wins.
 func (l *Link) Abort(cause error) {
 	l.closeOnce.Do(func() {
+		if gc := l.gate.rerrSafe(); gc != nil {
+			// The gate ended the session: whoever noticed first (the read
+			// loop reads EOF from the message stream) reports its cause.
+			cause = gc
+		}
 		if cause == nil {
 			cause = ErrLinkClosed
 		}
@@ -593,6 +630,7 @@ func (l *Link) Close() error {
 	if started {
 		l.loops.Wait()
 	}
+	<-l.gate.injDone
 	return nil
 }
 
@@ -606,8 +644,31 @@ func (l *Link) Err() error {
 	return l.err
 }
 
-// OpenChannel opens a new yamux stream for bulk data.
+// OpenChannel opens a new yamux stream for bulk data. When
+// Config.MaxChannels channels this side opened are open on the link, it
+// fails at once with a *ChannelLimitError (matching ErrChannelLimit).
 func (l *Link) OpenChannel() (net.Conn, error) {
+	return l.openChannel(nil)
+}
+
+// OpenChannelContext is OpenChannel, but while Config.MaxChannels
+// channels this side opened are open it waits for one to end, until ctx
+// ends or the link closes.
+func (l *Link) OpenChannelContext(ctx context.Context) (net.Conn, error) {
+	return l.openChannel(ctx)
+}
+
+func (l *Link) openChannel(ctx context.Context) (net.Conn, error) {
+	release, err := l.gate.reserve(ctx, l.done)
+	if err != nil {
+		if errors.Is(err, ErrLinkClosed) {
+			return nil, l.closedErr()
+		}
+		return nil, err
+	}
+	// Once OpenStream returns, its SYN has been written: the stream
+	// holds its own slot.
+	defer release()
 	s, err := l.sess.OpenStream()
 	if err != nil {
 		return nil, l.closedOr(err)
@@ -616,7 +677,8 @@ func (l *Link) OpenChannel() (net.Conn, error) {
 }
 
 // AcceptChannel waits for the peer to open a bulk stream. It returns when
-// ctx ends or the link closes.
+// ctx ends or the link closes. The peer may send at most yamux's initial
+// window (256 KiB) on the stream until GrantWindow is called for it.
 func (l *Link) AcceptChannel(ctx context.Context) (net.Conn, error) {
 	s, err := l.sess.AcceptStreamWithContext(ctx)
 	if err != nil {
@@ -625,11 +687,36 @@ func (l *Link) AcceptChannel(ctx context.Context) (net.Conn, error) {
 	return s, nil
 }
 
+// GrantWindow gives a channel from AcceptChannel its full receive window
+// (Config.StreamWindow): its user has claimed it and reads it. Until then
+// the peer may send only yamux's initial 256 KiB on it, so channels
+// nobody claims hold little. It never blocks; a second call, or one for
+// a channel that has ended, does nothing.
+func (l *Link) GrantWindow(c net.Conn) {
+	s, ok := c.(interface{ StreamID() uint32 })
+	if !ok {
+		return
+	}
+	if err := l.gate.grant(s.StreamID()); err != nil {
+		l.log.Error("closing link: peer does not read", "peer", l.peerID, "error", err)
+		l.Abort(err)
+	}
+}
+
+// Channels is how many channels are open on the link: opened by the peer
+// (in) and by this side (out). A channel counts until both sides have
+// closed it or either has reset it.
+func (l *Link) Channels() (in, out int) { return l.gate.channels() }
+
+// ChannelsRefused counts the channels the peer opened past
+// Config.MaxChannels, which were reset as they arrived.
+func (l *Link) ChannelsRefused() uint64 { return l.gate.refused.Load() }
+
 func (l *Link) closedOr(err error) error {
 	if l.sess.IsClosed() {
 		// The session ended (the peer went away) a moment before the
 		// link's own watcher noticed: it is closed all the same.
-		l.Abort(fmt.Errorf("%w: session ended", io.EOF))
+		l.Abort(l.sessionEnded())
 	}
 	select {
 	case <-l.done:
@@ -639,51 +726,497 @@ func (l *Link) closedOr(err error) error {
 	}
 }
 
-// frameJoiner sits between a yamux session and its transport. yamux's send
-// loop writes every data frame as two writes, the 12-byte header and then
-// the body; frameJoiner holds such a header back and sends it with the body
-// in one write, so a small message costs one write to the pipe (one system
-// call, one wake-up of the reader) instead of two. The bytes on the wire
-// are unchanged. Only the session's send loop writes, so no lock is needed.
-type frameJoiner struct {
-	io.ReadWriteCloser
-	hdr     [yamuxHeaderSize]byte
-	held    bool // hdr waits for its body
-	joinBuf []byte
+// Channel limit. A link's transport passes through a gate (gatedConn) on
+// its way to and from yamux. The gate reads the 12-byte yamux header of
+// every frame in both directions, and so knows which streams exist on
+// the link without asking yamux, which has no API for it (v0.1.2):
+//
+//   - A stream exists from its SYN until both sides have sent FIN, or
+//     either has sent RST (yamux's stream close timeout ends in one).
+//     Stream 1, the message stream, is not a channel and is never counted.
+//   - A SYN from the peer while MaxChannels of its streams exist here is
+//     refused: the SYN flag is cleared before yamux reads the header (so
+//     yamux allocates nothing and drops whatever the frame and its
+//     followers carry, as it does for a stream it reset) and the gate
+//     answers RST. A peer with more than MaxChannels refused within
+//     ChannelFloodWindow is not honest: the link closes with a
+//     *ChannelFloodError.
+//   - yamux grants an accepted stream its full window (StreamWindow) at
+//     once. The gate holds back every window update yamux sends for a
+//     stream of the peer until the stream's user claims it (GrantWindow),
+//     and then sends what it held back in one update. Until then the
+//     peer may send yamux's initial window, 256 KiB, and no more.
+//
+// The gate's own frames (RST, window updates) are written by one
+// goroutine per link, between yamux's frames: a receive loop never
+// waits to write.
+//
+// Lock order: gatedConn.wmu before gatedConn.mu.
+
+// ChannelFloodWindow is the period over which refused channels are
+// counted: a peer with more than Config.MaxChannels of its channels
+// refused within it loses the link.
+const ChannelFloodWindow = 10 * time.Second
+
+// ErrChannelLimit matches a channel refused because a link has
+// Config.MaxChannels channels open, and the *ChannelFloodError of a link
+// closed because its peer kept opening channels past that limit.
+var ErrChannelLimit = errors.New("arbor: channel limit reached")
+
+// ChannelLimitError is a channel this side refused to open: the link to
+// Peer already had Max channels open. It matches ErrChannelLimit.
+type ChannelLimitError struct {
+	Peer uint32
+	Max  int
 }
 
+func (e *ChannelLimitError) Error() string {
+	return fmt.Sprintf("arbor: link to node %d has %d channels open, the most it allows", e.Peer, e.Max)
+}
+
+// Is makes errors.Is(err, ErrChannelLimit) true.
+func (e *ChannelLimitError) Is(target error) bool { return target == ErrChannelLimit }
+
+// ChannelFloodError is why a link closed when its peer kept opening
+// channels past the limit: Refused of them within Within, while Max were
+// open. It matches ErrChannelLimit.
+type ChannelFloodError struct {
+	Peer    uint32
+	Max     int
+	Refused int
+	Within  time.Duration
+}
+
+func (e *ChannelFloodError) Error() string {
+	return fmt.Sprintf("arbor: node %d opened channels past the limit of %d open: %d refused within %s",
+		e.Peer, e.Max, e.Refused, e.Within)
+}
+
+// Is makes errors.Is(err, ErrChannelLimit) true.
+func (e *ChannelFloodError) Is(target error) bool { return target == ErrChannelLimit }
+
+// ErrWriteTimeout matches the *WriteTimeoutError of a link closed because
+// a write to it made no progress for Config.WriteTimeout.
+var ErrWriteTimeout = errors.New("arbor: write timed out")
+
+// WriteTimeoutError is why a link closed when a write to Peer made no
+// progress for After. It matches ErrWriteTimeout.
+type WriteTimeoutError struct {
+	Peer  uint32
+	After time.Duration
+}
+
+func (e *WriteTimeoutError) Error() string {
+	return fmt.Sprintf("arbor: write to node %d made no progress for %s", e.Peer, e.After)
+}
+
+// Is makes errors.Is(err, ErrWriteTimeout) true.
+func (e *WriteTimeoutError) Is(target error) bool { return target == ErrWriteTimeout }
+
+// errGateBacklog closes a link whose peer does not read the gate's frames.
+var errGateBacklog = errors.New("arbor: peer does not read: refusals and window updates owed to it exceed 64 KiB")
+
 const (
-	yamuxHeaderSize = 12
-	yamuxTypeData   = 0
+	yamuxHeaderSize       = 12
+	yamuxTypeData         = 0
+	yamuxTypeWindowUpdate = 1
+	yamuxTypeGoAway       = 3
+	yamuxFlagSYN          = 1
+	yamuxFlagFIN          = 4
+	yamuxFlagRST          = 8
+	// messageStreamID is the first stream the parent (the yamux client)
+	// opens: the message stream, never a channel.
+	messageStreamID = 1
 	// joinMax is the largest body copied to join its header; a larger one
 	// goes out in a second write, where the extra call costs little.
 	joinMax = 16 << 10
+	// gateReadBuf buffers the gate's reads of the transport; a larger read
+	// (a big body for yamux) bypasses it.
+	gateReadBuf = 8 << 10
+	// maxGatePending bounds the gate's own frames waiting for the
+	// transport.
+	maxGatePending = 64 << 10
 )
 
-func joinFrames(conn io.ReadWriteCloser) io.ReadWriteCloser {
-	return &frameJoiner{ReadWriteCloser: conn}
+// gateStream is what the gate knows of one channel.
+type gateStream struct {
+	inbound   bool   // the peer opened it
+	granted   bool   // its user claimed it: its window is no longer held back
+	withheld  uint64 // window held back until the claim
+	localFIN  bool
+	remoteFIN bool
 }
 
-func (j *frameJoiner) Write(p []byte) (int, error) {
-	if j.held {
-		j.held = false
-		if len(p) > joinMax {
-			if _, err := j.ReadWriteCloser.Write(j.hdr[:]); err != nil {
+// gatedConn sits between a yamux session and its transport. Besides the
+// channel gate described above, it joins frames on the way out: yamux's
+// send loop writes every data frame as two writes, the 12-byte header and
+// then the body; gatedConn holds such a header back and sends it with the
+// body in one write, so a small message costs one write to the pipe (one
+// system call, one wake-up of the reader) instead of two; joining changes
+// no byte on the wire.
+type gatedConn struct {
+	conn io.ReadWriteCloser
+	max  int
+	log  hclog.Logger
+	peer atomic.Uint32 // the node at the other end, once known
+
+	// The read side is used by yamux's receive loop alone.
+	br    *bufio.Reader
+	rhdr  [yamuxHeaderSize]byte
+	rout  []byte                // header bytes not yet handed to yamux
+	rbody uint64                // body bytes of the current frame not yet handed to yamux
+	raw   bool                  // a header yamux refuses: pass the rest on unparsed
+	rerr  error                 // the gate closed the link: every further read fails
+	cause atomic.Pointer[error] // rerr, for other goroutines
+
+	// wmu serializes writes to conn: yamux's send loop and the injector.
+	wmu     sync.Mutex
+	hdr     [yamuxHeaderSize]byte
+	held    bool                  // hdr waits for its body
+	whdr    [yamuxHeaderSize]byte // a window update held back
+	joinBuf []byte
+
+	mu       sync.Mutex
+	streams  map[uint32]*gateStream
+	in, out  int           // channels open, by who opened them
+	opening  int           // OpenChannel calls between their check and their SYN
+	freed    chan struct{} // closed and replaced when an outbound channel ends
+	pending  []byte        // the gate's frames waiting for the injector
+	winStart time.Time     // start of the current refusal count
+	winCount int           // channels refused since winStart
+
+	refused atomic.Uint64
+	kick    chan struct{}
+	injDone chan struct{}
+}
+
+func newGatedConn(conn io.ReadWriteCloser, c *Config, log hclog.Logger) *gatedConn {
+	return &gatedConn{
+		conn:    conn,
+		max:     c.MaxChannels,
+		log:     log,
+		br:      bufio.NewReaderSize(conn, gateReadBuf),
+		streams: make(map[uint32]*gateStream),
+		freed:   make(chan struct{}),
+		kick:    make(chan struct{}, 1),
+		injDone: make(chan struct{}),
+	}
+}
+
+// start runs the injector until stop (the session's close) is closed.
+func (g *gatedConn) start(stop <-chan struct{}) { go g.inject(stop) }
+
+// Close closes the transport.
+func (g *gatedConn) Close() error { return g.conn.Close() }
+
+// Read hands yamux what the peer sent, after the gate has looked at each
+// frame's header. Only yamux's receive loop calls it.
+func (g *gatedConn) Read(p []byte) (int, error) {
+	if g.rerr != nil {
+		return 0, g.rerr
+	}
+	n := 0
+	for n < len(p) {
+		switch {
+		case len(g.rout) > 0:
+			k := copy(p[n:], g.rout)
+			g.rout = g.rout[k:]
+			n += k
+		case g.raw || g.rbody > 0:
+			// Block for more only when there is nothing to return yet.
+			if n > 0 && g.br.Buffered() == 0 {
+				return n, nil
+			}
+			q := p[n:]
+			if !g.raw && uint64(len(q)) > g.rbody {
+				q = q[:g.rbody]
+			}
+			k, err := g.br.Read(q)
+			n += k
+			if !g.raw {
+				g.rbody -= uint64(k)
+			}
+			if err != nil {
+				return n, err
+			}
+		default:
+			if n > 0 && g.br.Buffered() < yamuxHeaderSize {
+				return n, nil
+			}
+			if _, err := io.ReadFull(g.br, g.rhdr[:]); err != nil {
+				// n is 0 here: a partial header is yamux's to report.
 				return 0, err
 			}
-			return j.ReadWriteCloser.Write(p)
+			if err := g.received(); err != nil {
+				g.rerr = err
+				g.cause.Store(&err)
+				if n > 0 {
+					return n, nil
+				}
+				return 0, err
+			}
+			g.rout = g.rhdr[:]
 		}
-		j.joinBuf = append(append(j.joinBuf[:0], j.hdr[:]...), p...)
-		n, err := j.ReadWriteCloser.Write(j.joinBuf)
+	}
+	return n, nil
+}
+
+// received looks at the header in g.rhdr, just read from the peer, and
+// clears its SYN flag when the stream it opens is refused.
+func (g *gatedConn) received() error {
+	h := g.rhdr[:]
+	if h[0] != 0 || h[1] > yamuxTypeGoAway {
+		// yamux ends the session on this header; nothing after it can be
+		// parsed.
+		g.raw = true
+		return nil
+	}
+	typ, flags := h[1], binary.BigEndian.Uint16(h[2:4])
+	id, length := binary.BigEndian.Uint32(h[4:8]), binary.BigEndian.Uint32(h[8:12])
+	if typ == yamuxTypeData {
+		g.rbody = uint64(length)
+	}
+	if typ > yamuxTypeWindowUpdate || id == 0 || id == messageStreamID {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	st := g.streams[id]
+	if flags&yamuxFlagSYN != 0 && st == nil {
+		if g.in >= g.max {
+			binary.BigEndian.PutUint16(h[2:4], flags&^yamuxFlagSYN)
+			return g.refuseLocked(id)
+		}
+		st = &gateStream{inbound: true}
+		g.streams[id] = st
+		g.in++
+	}
+	if st == nil {
+		return nil
+	}
+	switch {
+	case flags&yamuxFlagRST != 0:
+		g.dropLocked(id, st)
+	case flags&yamuxFlagFIN != 0:
+		st.remoteFIN = true
+		if st.localFIN {
+			g.dropLocked(id, st)
+		}
+	}
+	return nil
+}
+
+// refuseLocked answers the peer's stream id with RST and counts it; past
+// the flood limit it returns the error that closes the link. g.mu is held
+// on entry.
+func (g *gatedConn) refuseLocked(id uint32) error {
+	g.refused.Add(1)
+	now := time.Now()
+	if g.winCount == 0 || now.Sub(g.winStart) > ChannelFloodWindow {
+		g.winStart, g.winCount = now, 0
+		g.log.Warn("channel refused: the peer has the most channels open a link allows",
+			"peer", g.peer.Load(), "max", g.max)
+	}
+	g.winCount++
+	if g.winCount > g.max {
+		err := &ChannelFloodError{Peer: g.peer.Load(), Max: g.max, Refused: g.winCount, Within: ChannelFloodWindow}
+		g.log.Error("closing link: peer kept opening channels past the limit", "peer", g.peer.Load(), "error", err)
+		return err
+	}
+	var rst [yamuxHeaderSize]byte
+	rst[1] = yamuxTypeWindowUpdate
+	binary.BigEndian.PutUint16(rst[2:4], yamuxFlagRST)
+	binary.BigEndian.PutUint32(rst[4:8], id)
+	return g.queueLocked(rst[:])
+}
+
+// queueLocked hands frames to the injector. g.mu is held on entry.
+func (g *gatedConn) queueLocked(b []byte) error {
+	if len(g.pending)+len(b) > maxGatePending {
+		return errGateBacklog
+	}
+	g.pending = append(g.pending, b...)
+	select {
+	case g.kick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// dropLocked forgets a channel that has ended. g.mu is held on entry.
+func (g *gatedConn) dropLocked(id uint32, st *gateStream) {
+	delete(g.streams, id)
+	if st.inbound {
+		g.in--
+		return
+	}
+	g.out--
+	close(g.freed)
+	g.freed = make(chan struct{})
+}
+
+// sent looks at a header yamux writes to the peer and returns it, with
+// the window update held back for an unclaimed stream of the peer.
+func (g *gatedConn) sent(p []byte) []byte {
+	typ, flags := p[1], binary.BigEndian.Uint16(p[2:4])
+	id, length := binary.BigEndian.Uint32(p[4:8]), binary.BigEndian.Uint32(p[8:12])
+	if p[0] != 0 || typ > yamuxTypeWindowUpdate || id == 0 || id == messageStreamID {
+		return p
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	st := g.streams[id]
+	if flags&yamuxFlagSYN != 0 && st == nil {
+		st = &gateStream{}
+		g.streams[id] = st
+		g.out++
+	}
+	if st == nil {
+		return p
+	}
+	if typ == yamuxTypeWindowUpdate && st.inbound && !st.granted && length > 0 {
+		st.withheld += uint64(length)
+		copy(g.whdr[:], p)
+		binary.BigEndian.PutUint32(g.whdr[8:12], 0)
+		p = g.whdr[:]
+	}
+	switch {
+	case flags&yamuxFlagRST != 0:
+		g.dropLocked(id, st)
+	case flags&yamuxFlagFIN != 0:
+		st.localFIN = true
+		if st.remoteFIN {
+			g.dropLocked(id, st)
+		}
+	}
+	return p
+}
+
+// Write passes what yamux's send loop writes on to the transport, joining
+// a data frame's header with its body. Only the send loop calls it.
+func (g *gatedConn) Write(p []byte) (int, error) {
+	g.wmu.Lock()
+	defer g.wmu.Unlock()
+	if g.held {
+		g.held = false
+		if len(p) > joinMax {
+			if _, err := g.conn.Write(g.hdr[:]); err != nil {
+				return 0, err
+			}
+			return g.conn.Write(p)
+		}
+		g.joinBuf = append(append(g.joinBuf[:0], g.hdr[:]...), p...)
+		n, err := g.conn.Write(g.joinBuf)
 		return max(0, n-yamuxHeaderSize), err
 	}
-	// A data frame header (version 0, type data) announcing a body: the
-	// body is yamux's next write.
-	if len(p) == yamuxHeaderSize && p[0] == 0 && p[1] == yamuxTypeData &&
-		p[8]|p[9]|p[10]|p[11] != 0 {
-		copy(j.hdr[:], p)
-		j.held = true
+	// Every write but a body is one frame header (yamux writes a body
+	// only after its header, and the header of a body is held).
+	if len(p) != yamuxHeaderSize {
+		return g.conn.Write(p)
+	}
+	if p[0] == 0 && p[1] == yamuxTypeData && p[8]|p[9]|p[10]|p[11] != 0 {
+		// A data frame header announcing a body: the body is yamux's
+		// next write.
+		g.sent(p)
+		copy(g.hdr[:], p)
+		g.held = true
 		return len(p), nil
 	}
-	return j.ReadWriteCloser.Write(p)
+	if _, err := g.conn.Write(g.sent(p)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// inject writes the gate's own frames (refusals, window updates) between
+// yamux's, until stop is closed or the transport fails.
+func (g *gatedConn) inject(stop <-chan struct{}) {
+	defer close(g.injDone)
+	var b []byte
+	for {
+		select {
+		case <-g.kick:
+		case <-stop:
+			return
+		}
+		g.mu.Lock()
+		b, g.pending = g.pending, b[:0]
+		g.mu.Unlock()
+		if len(b) == 0 {
+			continue
+		}
+		g.wmu.Lock()
+		_, err := g.conn.Write(b)
+		g.wmu.Unlock()
+		if err != nil {
+			return // the session fails on the same transport
+		}
+	}
+}
+
+// grant lifts the hold on the window of the peer's stream id: what yamux
+// granted it and the gate held back goes out in one window update.
+func (g *gatedConn) grant(id uint32) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	st := g.streams[id]
+	if st == nil || !st.inbound || st.granted {
+		return nil
+	}
+	st.granted = true
+	if st.withheld == 0 {
+		return nil
+	}
+	var wu [yamuxHeaderSize]byte
+	wu[1] = yamuxTypeWindowUpdate
+	binary.BigEndian.PutUint32(wu[4:8], id)
+	binary.BigEndian.PutUint32(wu[8:12], uint32(min(st.withheld, 1<<31)))
+	st.withheld = 0
+	return g.queueLocked(wu[:])
+}
+
+// reserve takes a slot for a channel this side is about to open, waiting
+// for one while ctx allows (a nil ctx does not wait). release gives the
+// slot back once the stream's SYN has been sent (from then on the stream
+// itself holds it) or the open failed.
+func (g *gatedConn) reserve(ctx context.Context, done <-chan struct{}) (release func(), err error) {
+	g.mu.Lock()
+	for g.out+g.opening >= g.max {
+		if ctx == nil {
+			g.mu.Unlock()
+			return nil, &ChannelLimitError{Peer: g.peer.Load(), Max: g.max}
+		}
+		freed := g.freed
+		g.mu.Unlock()
+		select {
+		case <-freed:
+		case <-done:
+			return nil, ErrLinkClosed
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (waited for one to close: %w)", &ChannelLimitError{Peer: g.peer.Load(), Max: g.max}, ctx.Err())
+		}
+		g.mu.Lock()
+	}
+	g.opening++
+	g.mu.Unlock()
+	return func() {
+		g.mu.Lock()
+		g.opening--
+		g.mu.Unlock()
+	}, nil
+}
+
+// rerrSafe is the error with which the gate ended the session, if it did.
+func (g *gatedConn) rerrSafe() error {
+	if p := g.cause.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// channels is how many channels are open, by who opened them.
+func (g *gatedConn) channels() (in, out int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.in, g.out
 }

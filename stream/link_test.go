@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"reflect"
 	"slices"
 	"strings"
@@ -782,6 +783,9 @@ func TestChannels(t *testing.T) {
 			if a.err != nil {
 				t.Fatalf("%s: AcceptChannel: %v", dir.name, a.err)
 			}
+			// Claimed: past yamux's initial 256 KiB the peer needs the
+			// full window.
+			dir.to.GrantWindow(a.c.(net.Conn))
 			// Bulk bytes one way, an echo back, messages beside them.
 			data := bytes.Repeat([]byte(dir.name), 100<<10)
 			go func() {

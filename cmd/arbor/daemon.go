@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -28,6 +29,44 @@ func addDaemonCommands(root *cobra.Command, g *globalFlags) {
 	root.PersistentFlags().StringVar(&socketFlag, "socket", "", "arbor serve's control socket (default $"+control.EnvSocket+", else $XDG_RUNTIME_DIR/arbor/arbor.sock, else ~/.arbor/arbor.sock)")
 	root.AddCommand(newServeCmd(g), newSpawnCmd(g), newTreeCmd(g), newWatchCmd(g),
 		newPingCmd(g), newKillCmd(g), newStopCmd(g))
+}
+
+// serveStopTimeout bounds arbor serve's shutdown. The tree's own steps
+// are bounded (agent.Node.Close: ShutdownGrace, then a few seconds a
+// step); past this whatever is still stuck (a handler of the control
+// socket, a peer that stopped reading) is left behind: the children are
+// killed and the process exits.
+const serveStopTimeout = agent.ShutdownGrace + 30*time.Second
+
+// stopServe shuts arbor serve down: no new clients, the tree goes down
+// (attached clients last, so arbor stop returns when it is down), then the
+// socket's handlers end. It returns nil once all that is done. When it is
+// not done within serveStopTimeout, or another signal arrives on sig, it
+// kills the tree's children and returns an error: the caller exits and
+// leaves what is stuck behind. No peer can keep serve running.
+func stopServe(srv *control.Server, root *agent.Node, sig <-chan os.Signal) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.StopAccepting()
+		root.Close()
+		srv.Close()
+	}()
+	t := time.NewTimer(serveStopTimeout)
+	defer t.Stop()
+	var why string
+	select {
+	case <-done:
+		return nil
+	case s := <-sig:
+		why = fmt.Sprintf("%s again", s)
+	case <-t.C:
+		why = fmt.Sprintf("the tree was not down after %s", serveStopTimeout)
+	}
+	fmt.Fprintf(os.Stderr, "arbor serve: %s: killing the children and exiting\n", why)
+	srv.StopAccepting()
+	root.KillChildren()
+	return &exitError{code: exitRemote, err: fmt.Errorf("arbor: serve: stopped without a clean shutdown (%s)", why)}
 }
 
 // daemon is this CLI process attached to a running arbor serve as a node

@@ -78,12 +78,9 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 				why = "control socket failed"
 			}
 			fmt.Fprintf(os.Stderr, "arbor serve: stopping (%s): shutting the tree down\n", why)
-			// No new clients; the tree goes down (attached clients last,
-			// so arbor stop returns when it is down); then the socket's
-			// handlers end.
-			srv.StopAccepting()
-			root.Close()
-			srv.Close()
+			if err := stopServe(srv, root, sig); err != nil {
+				return err
+			}
 			fmt.Fprintln(os.Stderr, "arbor serve: stopped")
 			if serveErr != nil {
 				return &exitError{code: exitRemote, err: serveErr}
