@@ -19,9 +19,6 @@ import (
 	"github.com/arbor-project/arbor/stream/wire"
 )
 
-// Version is the Arbor version reported by agent.info.
-var Version = "0.1.0-dev"
-
 // Empty is the argument and result of functions that take or give nothing.
 type Empty struct{}
 
@@ -37,6 +34,9 @@ type Info struct {
 	UID      int    `cbor:"uid" json:"uid"`
 	User     string `cbor:"user" json:"user"`
 	Version  string `cbor:"version" json:"version"`
+	// Commit and GoVersion come from the build information (see Build).
+	Commit    string `cbor:"commit,omitempty" json:"commit,omitempty"`
+	GoVersion string `cbor:"go_version,omitempty" json:"go_version,omitempty"`
 }
 
 // SleepArgs are the arguments of agent.sleep.
@@ -71,8 +71,10 @@ func NodeInfo(r *router.Router) Info {
 	host, _ := os.Hostname()
 	in := Info{
 		ID: r.ID(), Name: r.Name(), Hostname: host, OS: runtime.GOOS, Arch: runtime.GOARCH,
-		PID: os.Getpid(), PPID: os.Getppid(), UID: os.Getuid(), Version: Version,
+		PID: os.Getpid(), PPID: os.Getppid(), UID: os.Getuid(),
 	}
+	b := Build()
+	in.Version, in.Commit, in.GoVersion = b.Version, b.Commit, b.GoVersion
 	if u, err := user.LookupId(strconv.Itoa(in.UID)); err == nil {
 		in.User = u.Username
 	}

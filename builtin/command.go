@@ -97,7 +97,9 @@ func guardExe() (string, error) {
 // startGuarded starts argv (program path) under a guard, in dir with env,
 // its standard streams connected to stdin (nil: /dev/null), stdout and
 // stderr. Unless release is called first, kill takes the whole group down.
-func startGuarded(path string, argv, env []string, dir string, stdin io.Reader, stdout, stderr *os.File) (*guarded, error) {
+// With tty, stdin is a terminal that becomes the controlling terminal of
+// a new session led by the guard (its group is the session's).
+func startGuarded(path string, argv, env []string, dir string, stdin io.Reader, stdout, stderr *os.File, tty bool) (*guarded, error) {
 	exe, err := guardExe()
 	if err != nil {
 		return nil, fmt.Errorf("finding this executable to guard %s: %w", argv[0], err)
@@ -120,6 +122,9 @@ func startGuarded(path string, argv, env []string, dir string, stdin io.Reader, 
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
 	cmd.ExtraFiles = []*os.File{lr, sw} // guardLifelineFD, guardStatusFD
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if tty {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	}
 	err = cmd.Start()
 	lr.Close()
 	sw.Close()

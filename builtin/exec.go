@@ -55,7 +55,7 @@ func runExec(ctx context.Context, c *funcs.Call, a ExecArgs) (ExecResult, error)
 		ow.Close()
 		return ExecResult{}, fmt.Errorf("%s: %w", a.Argv[0], err)
 	}
-	g, err := startGuarded(path, a.Argv, append(os.Environ(), a.Env...), a.Dir, bytes.NewReader(a.Stdin), ow, ew)
+	g, err := startGuarded(path, a.Argv, commandEnv(a.Env), a.Dir, bytes.NewReader(a.Stdin), ow, ew, false)
 	ow.Close()
 	ew.Close()
 	if err != nil {

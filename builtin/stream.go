@@ -16,6 +16,7 @@ import (
 	"github.com/arbor-project/arbor/router"
 	"github.com/arbor-project/arbor/stream/wire"
 	"github.com/arbor-project/arbor/transfer"
+	"github.com/creack/pty"
 )
 
 // FnExecStream runs a command with its output streamed over a channel.
@@ -30,7 +31,17 @@ type ExecStreamArgs struct {
 	// Stdin: the caller forwards stdin on the channel; without it the
 	// command reads /dev/null.
 	Stdin bool `cbor:"stdin,omitempty" json:"stdin,omitempty"`
+	// TTY: the command runs on a new pseudo-terminal of Rows x Cols (its
+	// controlling terminal, as under ssh -t). Its stdout and stderr are
+	// the terminal's output, sent as stdout records; stdin records are
+	// typed into it; resize records change its size.
+	TTY  bool   `cbor:"tty,omitempty" json:"tty,omitempty"`
+	Rows uint16 `cbor:"rows,omitempty" json:"rows,omitempty"`
+	Cols uint16 `cbor:"cols,omitempty" json:"cols,omitempty"`
 }
+
+// WinSize is a terminal's size in characters.
+type WinSize struct{ Rows, Cols uint16 }
 
 // ExecStreamResult is the result of sys.exec.stream.
 type ExecStreamResult struct {
@@ -46,13 +57,15 @@ func registerStreams(reg *funcs.Registry) {
 
 // The exec channel carries records: one type byte, a 4-byte big-endian
 // length, the body (stream/PROTOCOL.md, section 11.4). Caller to node:
-// 'i' stdin bytes, 'c' stdin closed. Node to caller: 'o' stdout bytes,
+// 'i' stdin bytes, 'c' stdin closed, 'w' window size (rows, columns: two
+// big-endian uint16; a TTY command only). Node to caller: 'o' stdout bytes,
 // 'e' stderr bytes, then 'z' (CBOR ExecStreamResult) when the command has
 // exited and its output is all sent, or 'x' (CBOR text) when it could not
 // run. A channel that ends before 'z' or 'x' was cut short.
 const (
 	recStdin      = 'i'
 	recStdinClose = 'c'
+	recResize     = 'w'
 	recStdout     = 'o'
 	recStderr     = 'e'
 	recExit       = 'z'
@@ -140,6 +153,9 @@ func execStream(ctx context.Context, c *funcs.Call, a ExecStreamArgs) (ExecStrea
 		closeAfterStart = append(closeAfterStart, r, w)
 		return r, w
 	}
+	if a.TTY {
+		return execTTY(ctx, a, path, out, ch, fail)
+	}
 	or, ow := pipe()
 	er, ew := pipe()
 	var ir, iw *os.File
@@ -156,7 +172,7 @@ func execStream(ctx context.Context, c *funcs.Call, a ExecStreamArgs) (ExecStrea
 	if a.Stdin {
 		stdin = ir
 	}
-	g, err := startGuarded(path, a.Argv, append(os.Environ(), a.Env...), a.Dir, stdin, ow, ew)
+	g, err := startGuarded(path, a.Argv, commandEnv(a.Env), a.Dir, stdin, ow, ew, false)
 	ow.Close()
 	ew.Close()
 	if ir != nil {
@@ -170,36 +186,47 @@ func execStream(ctx context.Context, c *funcs.Call, a ExecStreamArgs) (ExecStrea
 		}
 		return fail(fmt.Errorf("%s: %w", a.Argv[0], err))
 	}
+	go readCaller(ch, iw, nil, g.kill)
+	var pumps sync.WaitGroup
+	pumps.Add(2)
+	go pumpRecords(&pumps, out, g, recStdout, or)
+	go pumpRecords(&pumps, out, g, recStderr, er)
+	return finishExec(ctx, a, g, &pumps, out, ch, fail)
+}
+
+// pumpRecords sends what the command writes to f as records of type typ
+// until f ends, then closes f.
+func pumpRecords(pumps *sync.WaitGroup, out *recordConn, g *guarded, typ byte, f *os.File) {
+	defer pumps.Done()
+	defer f.Close()
+	buf := make([]byte, execChunk)
+	for {
+		n, rerr := f.Read(buf)
+		if n > 0 {
+			if werr := out.write(typ, buf[:n]); werr != nil {
+				// The caller is gone: stop the command, and keep
+				// draining so nothing blocks on a full pipe meanwhile.
+				g.kill()
+				_, _ = io.Copy(io.Discard, f)
+				return
+			}
+		}
+		if rerr != nil {
+			// A terminal's master reads EIO once no process holds the
+			// terminal: that is its end of output.
+			return
+		}
+	}
+}
+
+// finishExec waits for the command and its output, then sends the exit
+// status; the command is released once it is sent.
+func finishExec(ctx context.Context, a ExecStreamArgs, g *guarded, pumps *sync.WaitGroup, out *recordConn, ch *router.Channel, fail func(error) (ExecStreamResult, error)) (ExecStreamResult, error) {
 	kill := context.AfterFunc(ctx, g.kill)
 	defer func() {
 		kill()
 		g.release()
 	}()
-	go readCaller(ch, iw, g.kill)
-	var pumps sync.WaitGroup
-	pump := func(typ byte, f *os.File) {
-		defer pumps.Done()
-		defer f.Close()
-		buf := make([]byte, execChunk)
-		for {
-			n, rerr := f.Read(buf)
-			if n > 0 {
-				if werr := out.write(typ, buf[:n]); werr != nil {
-					// The caller is gone: stop the command, and keep
-					// draining so nothing blocks on a full pipe meanwhile.
-					g.kill()
-					_, _ = io.Copy(io.Discard, f)
-					return
-				}
-			}
-			if rerr != nil {
-				return
-			}
-		}
-	}
-	pumps.Add(2)
-	go pump(recStdout, or)
-	go pump(recStderr, er)
 	status, err := g.wait(a.Argv[0])
 	pumps.Wait()
 	if ctx.Err() != nil {
@@ -225,7 +252,11 @@ func execStream(ctx context.Context, c *funcs.Call, a ExecStreamArgs) (ExecStrea
 // never ends the channel before it has the exit status, so an end or an
 // error before that means the caller is gone: kill is called (execStream
 // releases the command once the status is sent, which makes it a no-op).
-func readCaller(ch *router.Channel, stdin *os.File, kill func()) {
+//
+// For a command on a terminal, tty is the terminal's master (stdin is the
+// same file): 'w' resizes it and 'c' is ignored (the terminal stays open
+// until the command ends, as under ssh -t).
+func readCaller(ch *router.Channel, stdin, tty *os.File, kill func()) {
 	closeStdin := func() {
 		if stdin != nil {
 			stdin.Close()
@@ -249,7 +280,13 @@ func readCaller(ch *router.Channel, stdin *os.File, kill func()) {
 				}
 			}
 		case recStdinClose:
-			closeStdin()
+			if tty == nil {
+				closeStdin()
+			}
+		case recResize:
+			if tty != nil && len(body) == 4 {
+				_ = pty.Setsize(tty, &pty.Winsize{Rows: binary.BigEndian.Uint16(body), Cols: binary.BigEndian.Uint16(body[2:])})
+			}
 		default:
 			kill()
 			return
@@ -270,6 +307,20 @@ type execFailure struct {
 // that cannot run is a *StartError wrapping the *funcs.RemoteError that
 // says why ("command not found: X", "permission denied: X").
 func ExecStream(ctx context.Context, rm *arborctx.Remote, a ExecStreamArgs, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	a.TTY = false
+	return execStream1(ctx, rm, a, stdin, stdout, stderr, nil)
+}
+
+// ExecStreamTTY is ExecStream with the command on a pseudo-terminal of
+// size a.Rows x a.Cols on the node (see ExecStreamArgs.TTY): its output
+// goes to stdout, stdin (nil: none) is typed into the terminal, and every
+// size received on resize is sent on to it. resize may be nil.
+func ExecStreamTTY(ctx context.Context, rm *arborctx.Remote, a ExecStreamArgs, stdin io.Reader, stdout io.Writer, resize <-chan WinSize) (int, error) {
+	a.TTY = true
+	return execStream1(ctx, rm, a, stdin, stdout, io.Discard, resize)
+}
+
+func execStream1(ctx context.Context, rm *arborctx.Remote, a ExecStreamArgs, stdin io.Reader, stdout, stderr io.Writer, resize <-chan WinSize) (int, error) {
 	a.Stdin = stdin != nil
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -280,8 +331,12 @@ func ExecStream(ctx context.Context, rm *arborctx.Remote, a ExecStreamArgs, stdi
 	if err != nil {
 		return 0, err
 	}
+	in := &recordConn{w: bufio.NewWriterSize(cc.Channel, execChunk+5)}
 	if stdin != nil {
-		go sendStdin(cc.Channel, stdin)
+		go sendStdin(in, stdin)
+	}
+	if resize != nil {
+		go sendResizes(ctx, in, resize)
 	}
 	status, rerr := readOutput(cc.Channel, stdout, stderr)
 	var lw *localWriteError
@@ -302,8 +357,24 @@ func ExecStream(ctx context.Context, rm *arborctx.Remote, a ExecStreamArgs, stdi
 	return status, nil
 }
 
-func sendStdin(ch *router.Channel, stdin io.Reader) {
-	out := &recordConn{w: bufio.NewWriterSize(ch, execChunk+5)}
+// sendResizes sends each size from resize as a 'w' record until ctx ends.
+func sendResizes(ctx context.Context, out *recordConn, resize <-chan WinSize) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ws := <-resize:
+			var b [4]byte
+			binary.BigEndian.PutUint16(b[:], ws.Rows)
+			binary.BigEndian.PutUint16(b[2:], ws.Cols)
+			if out.write(recResize, b[:]) != nil {
+				return
+			}
+		}
+	}
+}
+
+func sendStdin(out *recordConn, stdin io.Reader) {
 	buf := make([]byte, execChunk)
 	for {
 		n, err := stdin.Read(buf)

@@ -65,7 +65,7 @@ func newCallCmd(g *globalFlags) *cobra.Command {
 			if err := s.last().Call(s.ctx, args[0], fnArgs, &raw); err != nil {
 				return callErr(err)
 			}
-			out, err := json.MarshalIndent(raw.v, "", "  ")
+			out, err := json.Marshal(raw.v)
 			if err != nil {
 				return &exitError{code: exitRemote, err: fmt.Errorf("result of %s is not JSON-printable: %w", args[0], err)}
 			}

@@ -85,7 +85,7 @@ func (d *daemon) table(at string) (router.Table, error) {
 // printTables prints route tables: as a tree each, or as JSON.
 func printTables(tables []router.Table, asJSON bool) {
 	if asJSON {
-		b, _ := json.MarshalIndent(map[string]any{"nodes": tables}, "", "  ")
+		b, _ := json.Marshal(map[string]any{"nodes": tables})
 		fmt.Println(string(b))
 		return
 	}

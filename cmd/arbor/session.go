@@ -92,7 +92,9 @@ func newRootCmd() *cobra.Command {
 		Short:         "Run code across trees of machines",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       versionLine(),
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", agent.LevelFromEnv("warn"), "log level for every node of the tree (trace, debug, info, warn, error); also ARBOR_LOG_LEVEL")
 	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 0, "give up after this long (0: no limit)")
 	root.PersistentFlags().StringArrayVar(&g.sshOptions, "ssh-option", nil, "ssh option KEY=VALUE for every ssh hop, passed as -o (repeatable)")
@@ -108,6 +110,8 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.inventory, "inventory", "", "Ansible inventory (INI or YAML) for @group and host names (default $ARBOR_INVENTORY, else ~/.config/arbor/inventory if present)")
 	root.AddCommand(newExecCmd(g), newCallCmd(g), newRoutesCmd(g), newPushCmd(g), newPullCmd(g), newInventoryCmd(g))
 	addDaemonCommands(root, g)
+	root.AddCommand(newVersionCmd(g))
+	addOutputFlags(root)
 	return root
 }
 

@@ -1,0 +1,166 @@
+package test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+)
+
+// TestVersion: arbor version, --version and -v print the build's version,
+// Go version and platform; -o json the same as an object, and agent.info
+// of a node reports the same version and Go version.
+func TestVersion(t *testing.T) {
+	want := regexp.MustCompile(`^arbor \S+( \(commit [0-9a-f]+(, modified)?\))? go1\.\d+\S* linux/\w+\n$`)
+	for _, args := range [][]string{{"version"}, {"--version"}, {"-v"}} {
+		res := runArbor(t, args...)
+		if res.code != 0 || !want.Match(res.stdout) {
+			t.Fatalf("arbor %q: %s; want a line matching %s", args, res, want)
+		}
+	}
+	res := runArbor(t, "version", "-o", "json")
+	var v struct {
+		Version   string `json:"version"`
+		GoVersion string `json:"go_version"`
+		OS        string `json:"os"`
+		Arch      string `json:"arch"`
+	}
+	if res.code != 0 || json.Unmarshal(res.stdout, &v) != nil || v.Version == "" || !strings.HasPrefix(v.GoVersion, "go1.") || v.OS != "linux" {
+		t.Fatalf("version -o json: %s", res)
+	}
+	res = runArbor(t, "call", "--to", "local", "agent.info")
+	var info struct {
+		Version   string `json:"version"`
+		GoVersion string `json:"go_version"`
+	}
+	if res.code != 0 || json.Unmarshal(res.stdout, &info) != nil {
+		t.Fatalf("agent.info: %s", res)
+	}
+	if info.Version != v.Version || info.GoVersion != v.GoVersion {
+		t.Fatalf("agent.info says version %q %q, arbor version %q %q", info.Version, info.GoVersion, v.Version, v.GoVersion)
+	}
+}
+
+// TestExecEnvDir: --env and --dir reach the command; none of arbor's own
+// ARBOR_* variables does, over two hops, even when the CLI was started
+// with them.
+func TestExecEnvDir(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command(arborBin, "exec", "--to", "local/local", "--env", "GREETING=hello world", "--env", "ARBOR_MINE=kept",
+		"--dir", dir, "--", "sh", "-c", `echo "$GREETING"; pwd; env | grep '^ARBOR_' | sort`)
+	cmd.Env = append(os.Environ(), "ARBOR_LOG_LEVEL=warn", "ARBOR_SOCKET=/nonexistent/sock")
+	out, err := runWithDeadline(t, cmd)
+	if err != nil {
+		t.Fatalf("exec: %v\n%s", err, out)
+	}
+	if want := "hello world\n" + dir + "\nARBOR_MINE=kept\n"; out != want {
+		t.Fatalf("output %q, want %q (the node's ARBOR_* variables must not reach the command)", out, want)
+	}
+	res := runArbor(t, "exec", "--to", "local", "--env", "NOEQUALS", "--", "true")
+	if res.code != 2 || !strings.Contains(string(res.stderr), `--env "NOEQUALS": want KEY=VALUE`) {
+		t.Fatalf("bad --env: %s", res)
+	}
+}
+
+// TestExecNeedsDash: exec NODE CMD without -- is a usage error that shows
+// the command as it should have been typed; no daemon is needed to say so.
+func TestExecNeedsDash(t *testing.T) {
+	res := runArbor(t, "--socket", "/nonexistent/arbor.sock", "exec", "web2", "hostname")
+	if res.code != 2 || !strings.Contains(string(res.stderr), "arbor: exec: put -- between the target and the command: arbor exec web2 -- hostname") {
+		t.Fatalf("exec without --: %s", res)
+	}
+	res = runArbor(t, "exec", "--help")
+	if res.code != 0 || !strings.Contains(string(res.stdout), "The -- before the command is required") || !strings.Contains(string(res.stdout), "Examples:") {
+		t.Fatalf("exec --help does not say -- is required or has no examples: %s", res)
+	}
+}
+
+// TestExecTTY runs exec -t in a real pseudo-terminal of 37x111: stty on
+// the node reports that size; after the terminal is resized to 50x132,
+// the node's terminal follows; ^D ends the command and its status is
+// arbor's.
+func TestExecTTY(t *testing.T) {
+	cmd := exec.Command(arborBin, "exec", "-t", "--to", "local/local", "--", "sh", "-c", `stty size; while read x; do stty size; done; exit 3`)
+	ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 37, Cols: 111})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	out := newLogBuffer()
+	copied := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(out, ptmx) // ends with EIO once arbor exits
+		close(copied)
+	}()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+	out.waitLine(t, regexp.MustCompile(`^37 111\r?$`), cliTimeout)
+	if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 50, Cols: 132}); err != nil {
+		t.Fatal(err)
+	}
+	// Each newline makes the node print its size again; the resize may
+	// reach it after a newline or two.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				_, _ = ptmx.Write([]byte("\r"))
+			}
+		}
+	}()
+	out.waitLine(t, regexp.MustCompile(`^50 132\r?$`), cliTimeout)
+	close(stop)
+	wg.Wait()
+	if _, err := ptmx.Write([]byte{4}); err != nil { // ^D: read sees EOF
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+			t.Fatalf("exec -t exited with %v, want status 3; output:\n%s", err, out)
+		}
+		exited <- err // for the cleanup
+	case <-time.After(cliTimeout):
+		t.Fatalf("exec -t did not exit after ^D; output:\n%s", out)
+	}
+}
+
+// runWithDeadline runs cmd to completion (killed after cliTimeout) and
+// returns its stdout; its stderr is in the error.
+func runWithDeadline(t *testing.T, cmd *exec.Cmd) (string, error) {
+	t.Helper()
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	timer := time.AfterFunc(cliTimeout, func() { _ = cmd.Process.Kill() })
+	defer timer.Stop()
+	if err := cmd.Wait(); err != nil {
+		return stdout.String(), fmt.Errorf("%w (stderr: %q)", err, stderr.String())
+	}
+	return stdout.String(), nil
+}
