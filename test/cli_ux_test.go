@@ -164,3 +164,40 @@ func runWithDeadline(t *testing.T, cmd *exec.Cmd) (string, error) {
 	}
 	return stdout.String(), nil
 }
+
+// TestTransferStdio: pull NODE FILE - writes the file to stdout (and
+// creates no file named -); push - DST reads stdin; a failed pull writes
+// nothing to stdout.
+func TestTransferStdio(t *testing.T) {
+	dir := t.TempDir()
+	data := []byte("line one\nline two\x00\xff binary\n")
+	src := dir + "/src"
+	if err := os.WriteFile(src, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(arborBin, "pull", "--to", "local/local", src, "-")
+	cmd.Dir = dir
+	out, err := runWithDeadline(t, cmd)
+	if err != nil || out != string(data) {
+		t.Fatalf("pull FILE -: %v; stdout %q, want %q", err, out, data)
+	}
+	if _, err := os.Lstat(dir + "/-"); !os.IsNotExist(err) {
+		t.Fatalf("pull FILE - created a file named -: %v", err)
+	}
+	dst := dir + "/pushed"
+	res := runArborStdin(t, data, "push", "--to", "local", "-", dst)
+	if res.code != 0 {
+		t.Fatalf("push - DST: %s", res)
+	}
+	if got, err := os.ReadFile(dst); err != nil || string(got) != string(data) {
+		t.Fatalf("push - DST wrote %q (%v), want %q", got, err, data)
+	}
+	res = runArbor(t, "pull", "--to", "local", dir+"/missing", "-")
+	if res.code != 1 || len(res.stdout) != 0 || !strings.Contains(string(res.stderr), "no such file") {
+		t.Fatalf("pull of a missing file to -: %s", res)
+	}
+	res = runArbor(t, "pull", "--to", "local", "-r", dir, "-")
+	if res.code != 2 {
+		t.Fatalf("pull -r DIR -: %s, want a usage error", res)
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -75,10 +76,24 @@ func runTransfer(g *globalFlags, f *transferFlags, verb string, args []string, f
 		return usageErr("%s: too many arguments: with --to, give SRC DST only", verb)
 	}
 	src, dst := args[0], args[1]
+	stdio := (verb == "pull" && dst == "-") || (verb == "push" && src == "-")
+	if stdio {
+		if f.recursive {
+			return usageErr("%s: - (stdin or stdout) is one file: not with -r", verb)
+		}
+		if verb == "push" && (dst == "" || dst[len(dst)-1] == '/') {
+			return usageErr("push -: DST must name the file to write, not a directory")
+		}
+		fn = stdioTransfer(verb, fn)
+		f.quiet = true
+	}
 	f.fan.json = f.json
 	many, err := g.fansOut(f.to, node, &f.fan)
 	if err != nil {
 		return err
+	}
+	if many && stdio {
+		return usageErr("%s: - (stdin or stdout) is for one target", verb)
 	}
 	if many {
 		return runTransferMany(g, f, verb, node, src, dst, fn)
@@ -97,6 +112,10 @@ func runTransfer(g *globalFlags, f *transferFlags, verb string, args []string, f
 	sum, err := fn(s.ctx, s.last(), src, dst, o)
 	if bar != nil {
 		bar.finish()
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return err
 	}
 	if err != nil {
 		if transfer.IsLocal(err) {
