@@ -19,6 +19,10 @@ import (
 	"github.com/arbor-project/arbor/stream/wire"
 )
 
+// FnFunctions lists a node's functions with their argument and result
+// shapes ([]funcs.Shape), read from its registry.
+const FnFunctions = "agent.functions"
+
 // Empty is the argument and result of functions that take or give nothing.
 type Empty struct{}
 
@@ -61,6 +65,9 @@ func Register(reg *funcs.Registry) {
 		return RoutesPage(c.Router, a, nil)
 	})
 	funcs.Register(reg, "agent.sleep", sleep)
+	funcs.Register(reg, FnFunctions, func(context.Context, *funcs.Call, Empty) ([]funcs.Shape, error) {
+		return reg.Shapes(), nil
+	})
 	registerExec(reg)
 	registerFS(reg)
 	registerStreams(reg)

@@ -54,7 +54,7 @@ func TestFiles(t *testing.T) {
 	if err := rm.Call(ctx, "fs.stat", builtin.PathArgs{Path: path}, &st); err != nil {
 		t.Fatal(err)
 	}
-	if st.Name != "f.bin" || st.Size != int64(len(data)) || os.FileMode(st.Mode).Perm() != 0o600 || st.IsDir {
+	if st.Name != "f.bin" || st.Size != int64(len(data)) || st.Mode != 0o600 || st.Octal != "0600" || st.Perms != "-rw-------" || st.Type != "file" || st.IsDir {
 		t.Fatalf("fs.stat = %+v", st)
 	}
 	if err := os.Symlink("f.bin", filepath.Join(dir, "link")); err != nil {

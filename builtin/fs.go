@@ -29,9 +29,15 @@ type FileData struct {
 
 // FileInfo is the result of fs.stat and an entry of fs.list.
 type FileInfo struct {
-	Name    string `cbor:"name" json:"name"`
-	Size    int64  `cbor:"size" json:"size"`
+	Name string `cbor:"name" json:"name"`
+	Size int64  `cbor:"size" json:"size"`
+	// Mode is the Unix permission bits with setuid, setgid and sticky
+	// (07777), as chmod takes them; Octal is the same as text ("0755"),
+	// Perms as ls -l shows it with the file's type ("drwxr-xr-x").
 	Mode    uint32 `cbor:"mode" json:"mode"`
+	Octal   string `cbor:"octal" json:"octal"`
+	Perms   string `cbor:"perms" json:"perms"`
+	Type    string `cbor:"type" json:"type"`   // file, dir, symlink, fifo, socket, device, char_device, irregular
 	ModTime int64  `cbor:"mtime" json:"mtime"` // Unix seconds
 	IsDir   bool   `cbor:"is_dir" json:"is_dir"`
 	Link    string `cbor:"link,omitempty" json:"link,omitempty"`
@@ -70,7 +76,19 @@ func registerFS(reg *funcs.Registry) {
 }
 
 func infoOf(path string, st fs.FileInfo) FileInfo {
-	fi := FileInfo{Name: st.Name(), Size: st.Size(), Mode: uint32(st.Mode()), ModTime: st.ModTime().Unix(), IsDir: st.IsDir()}
+	m := st.Mode()
+	bits := uint32(m.Perm())
+	if m&fs.ModeSetuid != 0 {
+		bits |= 0o4000
+	}
+	if m&fs.ModeSetgid != 0 {
+		bits |= 0o2000
+	}
+	if m&fs.ModeSticky != 0 {
+		bits |= 0o1000
+	}
+	fi := FileInfo{Name: st.Name(), Size: st.Size(), Mode: bits, Octal: fmt.Sprintf("%04o", bits), Perms: lsMode(m),
+		Type: fileType(m), ModTime: st.ModTime().Unix(), IsDir: st.IsDir()}
 	if st.Mode()&fs.ModeSymlink != 0 {
 		fi.Link, _ = os.Readlink(path)
 	}
@@ -135,4 +153,65 @@ func writeFile(_ context.Context, _ *funcs.Call, a WriteArgs) (struct{}, error) 
 	}
 	ok = true
 	return struct{}{}, nil
+}
+
+// fileType names the kind of file m is.
+func fileType(m fs.FileMode) string {
+	switch {
+	case m.IsRegular():
+		return "file"
+	case m.IsDir():
+		return "dir"
+	case m&fs.ModeSymlink != 0:
+		return "symlink"
+	case m&fs.ModeNamedPipe != 0:
+		return "fifo"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m&fs.ModeCharDevice != 0:
+		return "char_device"
+	case m&fs.ModeDevice != 0:
+		return "device"
+	}
+	return "irregular"
+}
+
+// lsMode writes m as ls -l does: a type letter, then rwx three times with
+// s, S, t and T for setuid, setgid and sticky.
+func lsMode(m fs.FileMode) string {
+	b := []byte("----------")
+	switch {
+	case m.IsDir():
+		b[0] = 'd'
+	case m&fs.ModeSymlink != 0:
+		b[0] = 'l'
+	case m&fs.ModeNamedPipe != 0:
+		b[0] = 'p'
+	case m&fs.ModeSocket != 0:
+		b[0] = 's'
+	case m&fs.ModeCharDevice != 0:
+		b[0] = 'c'
+	case m&fs.ModeDevice != 0:
+		b[0] = 'b'
+	}
+	const rwx = "rwxrwxrwx"
+	for i := 0; i < 9; i++ {
+		if m&(1<<uint(8-i)) != 0 {
+			b[i+1] = rwx[i]
+		}
+	}
+	special := func(pos int, set bool, lower, upper byte) {
+		if !set {
+			return
+		}
+		if b[pos] != '-' {
+			b[pos] = lower
+		} else {
+			b[pos] = upper
+		}
+	}
+	special(3, m&fs.ModeSetuid != 0, 's', 'S')
+	special(6, m&fs.ModeSetgid != 0, 's', 'S')
+	special(9, m&fs.ModeSticky != 0, 't', 'T')
+	return string(b)
 }

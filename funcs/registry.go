@@ -3,6 +3,7 @@ package funcs
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"sort"
 	"sync"
 
@@ -36,6 +37,9 @@ type entry struct {
 	name   string
 	policy Policy
 	invoke func(ctx context.Context, c *Call, args []byte) ([]byte, error)
+	// args and result are the Go types the function was registered
+	// with, for Shapes and argument errors.
+	args, result reflect.Type
 }
 
 // Registry maps function names to functions. It is safe for concurrent use.
@@ -57,11 +61,14 @@ func WithPolicy(p Policy) Option { return func(e *entry) { e.policy = p } }
 // that do not decode into A are refused with a "bad_args" error naming the
 // function. Registering a name twice replaces the first.
 func Register[A, R any](reg *Registry, name string, fn func(ctx context.Context, c *Call, args A) (R, error), opts ...Option) {
-	e := &entry{name: name}
+	e := &entry{name: name, args: reflect.TypeFor[A](), result: reflect.TypeFor[R]()}
 	e.invoke = func(ctx context.Context, c *Call, raw []byte) ([]byte, error) {
 		var args A
 		if len(raw) > 0 {
 			if err := wire.Unmarshal(raw, &args); err != nil {
+				if why := explainArgs(e.args, raw); why != "" {
+					return nil, &argsError{fmt.Errorf("arguments for %s: %s", name, why)}
+				}
 				return nil, &argsError{fmt.Errorf("arguments for %s: %w", name, err)}
 			}
 		}

@@ -201,3 +201,50 @@ func TestTransferStdio(t *testing.T) {
 		t.Fatalf("pull -r DIR -: %s, want a usage error", res)
 	}
 }
+
+// TestCallListAndArgErrors: call --list shows the node's functions with
+// their argument shapes (text and -o json); a wrong argument name or
+// type is a usage error that names the field; fs.stat shows modes as ls
+// and chmod do.
+func TestCallListAndArgErrors(t *testing.T) {
+	res := runArbor(t, "call", "--to", "local/local", "--list")
+	if res.code != 0 || !regexp.MustCompile(`(?m)^agent\.sleep +\{seconds: number\} -> \{slept: number\}$`).Match(res.stdout) ||
+		!regexp.MustCompile(`(?m)^fs\.list +\{path: string\} -> `).Match(res.stdout) {
+		t.Fatalf("call --list: %s", res)
+	}
+	res = runArbor(t, "call", "--to", "local", "--list", "-o", "json")
+	var shapes []struct{ Name, Args, Result string }
+	if res.code != 0 || json.Unmarshal(res.stdout, &shapes) != nil || len(shapes) < 10 || strings.Count(string(res.stdout), "\n") != 1 {
+		t.Fatalf("call --list -o json: %s", res)
+	}
+	res = runArbor(t, "call", "--to", "local", "agent.sleep", `{"secs":1}`)
+	if res.code != 2 || !strings.Contains(string(res.stderr), `arguments for agent.sleep: unknown field "secs" (the fields are seconds)`) {
+		t.Fatalf("unknown field: %s", res)
+	}
+	res = runArbor(t, "call", "--to", "local", "agent.sleep", `{"seconds":"soon"}`)
+	if res.code != 2 || !strings.Contains(string(res.stderr), `field "seconds": want number, not string`) {
+		t.Fatalf("wrong type: %s", res)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(dir+"/x", nil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir+"/x", os.ModeSetuid|0o755); err != nil {
+		t.Fatal(err)
+	}
+	res = runArbor(t, "call", "--to", "local", "fs.list", `{"path":"`+dir+`"}`)
+	var l struct {
+		Entries []struct {
+			Mode  uint32 `json:"mode"`
+			Octal string `json:"octal"`
+			Perms string `json:"perms"`
+			Type  string `json:"type"`
+		} `json:"entries"`
+	}
+	if res.code != 0 || json.Unmarshal(res.stdout, &l) != nil || len(l.Entries) != 1 {
+		t.Fatalf("fs.list: %s", res)
+	}
+	if e := l.Entries[0]; e.Mode != 0o4755 || e.Octal != "4755" || e.Perms != "-rwsr-xr-x" || e.Type != "file" {
+		t.Fatalf("fs.list entry %+v, want mode 2541 (04755), octal 4755, perms -rwsr-xr-x, type file", e)
+	}
+}

@@ -10,18 +10,35 @@ import (
 	"github.com/arbor-project/arbor/fanout"
 	"strings"
 
+	"github.com/arbor-project/arbor/builtin"
+	"github.com/arbor-project/arbor/funcs"
 	"github.com/arbor-project/arbor/stream/wire"
 	"github.com/spf13/cobra"
 )
 
 func newCallCmd(g *globalFlags) *cobra.Command {
 	var to string
+	var list bool
 	f := &fanFlags{}
 	cmd := &cobra.Command{
-		Use:   "call (--to SET | NODE...) FUNC [JSON-ARGS]",
+		Use:   "call (--to SET | NODE...) (FUNC [JSON-ARGS] | --list)",
 		Short: "Call a function on the last node of PATH (or NODE of arbor serve) and print its result as JSON",
-		Args:  cobra.RangeArgs(1, 3),
+		Long: `Call a function on the last node of PATH (--to), on NODE of arbor serve, or on every target of a
+set, and print its result as one line of JSON (byte strings as base64). Arguments are one JSON
+object; --list shows the node's functions with the shapes of their arguments and results.`,
+		Example: `  arbor call --to local agent.info
+  arbor call --to ssh:web1 fs.list '{"path":"/etc/nginx"}'
+  arbor call web2 agent.sleep '{"seconds":1.5}'       # NODE of arbor serve
+  arbor call web2 --list                              # functions and their argument shapes
+  arbor call -w 'ssh:web[01-04]' -b agent.info`,
+		Args: cobra.RangeArgs(0, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if list {
+				return runList(g, to, args, f.json)
+			}
+			if len(args) == 0 {
+				return usageErr("call: no function given (arbor call --to PATH FUNC [JSON-ARGS], or --list)")
+			}
 			var node string
 			if to == "" {
 				if len(args) < 2 {
@@ -74,8 +91,45 @@ func newCallCmd(g *globalFlags) *cobra.Command {
 		},
 	}
 	addTargetFlag(cmd, &to, "path of hops, e.g. local/local")
+	cmd.Flags().BoolVarP(&list, "list", "l", false, "list the node's functions with their argument and result shapes")
 	f.add(cmd, true)
 	return cmd
+}
+
+// runList is call --list: the node's functions (agent.functions), one a
+// line with their argument and result shapes, or with -o json one line
+// of JSON.
+func runList(g *globalFlags, to string, args []string, asJSON bool) error {
+	var node string
+	switch {
+	case to == "" && len(args) == 1:
+		node = args[0]
+	case to == "" && len(args) == 0:
+		return usageErr("call --list: --to PATH is required (or NODE of arbor serve: call NODE --list)")
+	case to == "" || len(args) > 0:
+		return usageErr("call --list: give only the target")
+	}
+	s, err := g.openTarget(to, node)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	var shapes []funcs.Shape
+	if err := s.last().Call(s.ctx, builtin.FnFunctions, nil, &shapes); err != nil {
+		return callErr(err)
+	}
+	if asJSON {
+		printJSON(shapes)
+		return nil
+	}
+	w := 0
+	for _, sh := range shapes {
+		w = max(w, len(sh.Name))
+	}
+	for _, sh := range shapes {
+		fmt.Printf("%-*s %s -> %s\n", w, sh.Name, sh.Args, sh.Result)
+	}
+	return nil
 }
 
 // parseJSONArgs decodes JSON with integers kept as integers, so they match
