@@ -248,3 +248,52 @@ func TestCallListAndArgErrors(t *testing.T) {
 		t.Fatalf("fs.list entry %+v, want mode 2541 (04755), octal 4755, perms -rwsr-xr-x, type file", e)
 	}
 }
+
+// TestConfigPrecedence: a global flag's value comes from the command
+// line, else $ARBOR_<FLAG>, else the config file's [flags], else its
+// default; arbor config says which.
+func TestConfigPrecedence(t *testing.T) {
+	file := t.TempDir() + "/config"
+	conf := "[flags]\ntimeout = \"7s\"\nconnect-timeout = \"9s\"\nlog-level = \"info\"\nssh-option = [\"ConnectTimeout=5\", \"User=ops\"]\n"
+	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(arborBin, "--log-level", "error", "config", "-o", "json")
+	cmd.Env = append(os.Environ(), "ARBOR_CONFIG="+file, "ARBOR_CONNECT_TIMEOUT=11s", "ARBOR_LOG_LEVEL=debug")
+	out, err := runWithDeadline(t, cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Settings []struct{ Name, Value, Source string } `json:"settings"`
+	}
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	want := map[string][2]string{
+		"log-level":       {"error", "flag"},
+		"connect-timeout": {"11s", "$ARBOR_CONNECT_TIMEOUT"},
+		"timeout":         {"7s", "config file " + file},
+		"ssh-option":      {"[ConnectTimeout=5,User=ops]", "config file " + file},
+		"kubeconfig":      {"", "default"},
+	}
+	for _, s := range got.Settings {
+		if w, ok := want[s.Name]; ok {
+			if s.Value != w[0] || s.Source != w[1] {
+				t.Errorf("%s = %q from %q, want %q from %q", s.Name, s.Value, s.Source, w[0], w[1])
+			}
+			delete(want, s.Name)
+		}
+	}
+	if len(want) > 0 {
+		t.Errorf("not shown: %v", want)
+	}
+	if err := os.WriteFile(file, []byte("[flags]\nno-such-flag = 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd = exec.Command(arborBin, "config")
+	cmd.Env = append(os.Environ(), "ARBOR_CONFIG="+file)
+	if _, err := runWithDeadline(t, cmd); err == nil || !strings.Contains(err.Error(), "no-such-flag") || !strings.Contains(err.Error(), "which is not a global flag") {
+		t.Fatalf("unknown flag in the config file: %v", err)
+	}
+}

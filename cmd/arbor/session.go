@@ -36,6 +36,8 @@ type globalFlags struct {
 	tools       spawn.ToolOptions // from the flags above and the config file
 
 	inventory string // --inventory: an Ansible inventory for @group and host names
+
+	sources map[string]string // global flag → where its value came from (bindSettings)
 }
 
 // nodeOptions are the root's options from the global flags.
@@ -105,12 +107,17 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringArrayVar(&g.toolOptions, "tool-option", nil, "METHOD=ARG: an option for every hop of that method, placed right after the tool's name, e.g. podman=--runtime=runc (repeatable)")
 	root.PersistentFlags().StringVar(&g.kubeContext, "kube-context", "", "kubectl context for every kubectl hop")
 	root.PersistentFlags().StringVar(&g.kubeconfig, "kubeconfig", "", "kubeconfig file for every kubectl hop")
-	root.PersistentPreRunE = func(*cobra.Command, []string) error { return g.loadTools() }
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if err := g.bindSettings(cmd.Root()); err != nil {
+			return err
+		}
+		return g.loadTools()
+	}
 	root.PersistentFlags().DurationVar(&g.connectTimeout, "connect-timeout", 30*time.Second, "give up on a hop that is not up after this long (connection, bootstrap and hello)")
 	root.PersistentFlags().StringVar(&g.inventory, "inventory", "", "Ansible inventory (INI or YAML) for @group and host names (default $ARBOR_INVENTORY, else ~/.config/arbor/inventory if present)")
 	root.AddCommand(newExecCmd(g), newCallCmd(g), newRoutesCmd(g), newPushCmd(g), newPullCmd(g), newInventoryCmd(g))
 	addDaemonCommands(root, g)
-	root.AddCommand(newVersionCmd(g))
+	root.AddCommand(newVersionCmd(g), newConfigCmd(g))
 	addOutputFlags(root)
 	return root
 }

@@ -35,6 +35,16 @@ const EnvVar = "ARBOR_CONFIG"
 type File struct {
 	// Cmd are the cmd:NAME methods: NAME → argv template.
 	Cmd map[string][]string `toml:"cmd"`
+	// Flags are defaults for arbor's global flags, by flag name:
+	//
+	//	[flags]
+	//	log-level = "info"
+	//	connect-timeout = "10s"
+	//	ssh-option = ["ConnectTimeout=5", "User=ops"]
+	//
+	// A flag on the command line wins over $ARBOR_<FLAG> (log-level:
+	// ARBOR_LOG_LEVEL), which wins over this table.
+	Flags map[string]any `toml:"flags"`
 }
 
 // Path is where the config file is: $ARBOR_CONFIG, else
