@@ -297,3 +297,23 @@ func TestConfigPrecedence(t *testing.T) {
 		t.Fatalf("unknown flag in the config file: %v", err)
 	}
 }
+
+// TestCompletionAndMan: completing NODE of exec lists arbor serve's node
+// names; arbor man writes a page per command.
+func TestCompletionAndMan(t *testing.T) {
+	s := startServe(t)
+	s.must(t, "spawn", "local", "--name", "web7")
+	res := s.run(t, "__complete", "exec", "")
+	if res.code != 0 || !regexp.MustCompile(`(?m)^web7$`).Match(res.stdout) {
+		t.Fatalf("completion of exec NODE: %s", res)
+	}
+	dir := t.TempDir()
+	if res := runArbor(t, "man", dir); res.code != 0 {
+		t.Fatalf("man: %s", res)
+	}
+	page, err := os.ReadFile(dir + "/arbor-exec.1")
+	if err != nil || !strings.Contains(string(page), "arbor exec") || !strings.Contains(string(page), "EXAMPLE") {
+		t.Fatalf("arbor-exec.1: %v\n%.500s", err, page)
+	}
+	s.must(t, "stop")
+}

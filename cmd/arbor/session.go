@@ -117,7 +117,13 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.inventory, "inventory", "", "Ansible inventory (INI or YAML) for @group and host names (default $ARBOR_INVENTORY, else ~/.config/arbor/inventory if present)")
 	root.AddCommand(newExecCmd(g), newCallCmd(g), newRoutesCmd(g), newPushCmd(g), newPullCmd(g), newInventoryCmd(g))
 	addDaemonCommands(root, g)
-	root.AddCommand(newVersionCmd(g), newConfigCmd(g))
+	root.AddCommand(newVersionCmd(g), newConfigCmd(g), newManCmd())
+	for _, c := range root.Commands() {
+		switch c.Name() {
+		case "exec", "call", "push", "pull":
+			c.ValidArgsFunction = completeNodes(g)
+		}
+	}
 	addOutputFlags(root)
 	return root
 }
