@@ -1,8 +1,11 @@
 package agent
 
 import (
+	"bytes"
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -139,6 +142,52 @@ type linkHealth struct {
 	lastProbe                   time.Time // when the last probe went out
 	rtt                         time.Duration
 	reportedRTT                 time.Duration
+	// outstanding are the probes not yet answered, oldest first, at most
+	// probeWindow of them: only an answer echoing one of their tokens is
+	// life.
+	outstanding []probe
+}
+
+// A probe's payload is probeTokenLen bytes from crypto/rand, and the child
+// echoes it in its answer. The heartbeat reply handle is fixed for the
+// node's lifetime, so the handle alone proves nothing: a child that stopped
+// reading could keep "answering" on a timer. With the token it cannot answer
+// a probe it has not read. An answer to any of the last probeWindow probes
+// counts (an answer may be overtaken by the next probe on a slow hop); it
+// retires that probe and every older one, so no token counts twice, and a
+// token the child read but kept back stops counting once probeWindow newer
+// probes went out.
+const (
+	probeTokenLen = 16
+	probeWindow   = 4
+	// maxPingEcho is the longest PING payload a node echoes; a longer one
+	// is answered with an empty payload.
+	maxPingEcho = 64
+)
+
+// probe is one outstanding heartbeat probe.
+type probe struct {
+	token [probeTokenLen]byte
+	sent  time.Time
+}
+
+// answerPing is the PING handler: it answers on the urgent lane, echoing
+// the probe's payload (up to maxPingEcho bytes; a heartbeat probe's token,
+// or nothing for a plain ping), from the read loop it arrived on.
+func answerPing(r *router.Router) func(*router.Message) {
+	return func(m *router.Message) {
+		var echo []byte
+		if len(m.Payload) <= maxPingEcho {
+			echo = bytes.Clone(m.Payload)
+		}
+		_ = r.ReplyUrgent(m, echo)
+	}
+}
+
+// sentProbe is a probe chosen under hb.mu, sent after it is released.
+type sentProbe struct {
+	p     *router.Port
+	token [probeTokenLen]byte
 }
 
 func startHeartbeat(n *Node) *heartbeat {
@@ -231,7 +280,7 @@ type lostLink struct {
 func (hb *heartbeat) check(now time.Time, paused bool) {
 	ports := hb.n.Router.Children()
 	live := make(map[*router.Port]bool, len(ports))
-	var probe []*router.Port
+	var probes []sentProbe
 	var lost []lostLink
 	hb.mu.Lock()
 	for _, p := range ports {
@@ -268,7 +317,13 @@ func (hb *heartbeat) check(now time.Time, paused bool) {
 			if lh.pingSent.IsZero() {
 				lh.pingSent = now
 			}
-			probe = append(probe, p)
+			pr := probe{sent: now}
+			rand.Read(pr.token[:])
+			if len(lh.outstanding) == probeWindow {
+				lh.outstanding = append(lh.outstanding[:0], lh.outstanding[1:]...)
+			}
+			lh.outstanding = append(lh.outstanding, pr)
+			probes = append(probes, sentProbe{p, pr.token})
 		}
 	}
 	for p := range hb.links {
@@ -285,9 +340,10 @@ func (hb *heartbeat) check(now time.Time, paused bool) {
 		hb.send(l.state)
 		l.p.Link.Abort(&heartbeatTimeout{l.state.Cause})
 	}
-	for _, p := range probe {
+	for _, sp := range probes {
+		p := sp.p
 		err := p.Link.SendUrgent(wire.Header{Dst: p.PeerID, Src: hb.n.Router.ID(), Auth: hb.n.Router.ID(),
-			Handle: wire.HandlePing, ReplyTo: hb.handle}, nil)
+			Handle: wire.HandlePing, ReplyTo: hb.handle}, sp.token[:])
 		if err != nil {
 			hb.n.Log.Debug("heartbeat probe not sent", "child", p.PeerID, "error", err)
 		}
@@ -347,10 +403,12 @@ func (hb *heartbeat) recovered(p *router.Port, lh *linkHealth) {
 }
 
 // onPong runs on the child link's read loop when a probe is answered: the
-// one evidence of the child's life.
+// one evidence of the child's life. Only an answer echoing the token of an
+// outstanding probe counts (see probeWindow); anything else arriving on the
+// heartbeat handle is ignored.
 func (hb *heartbeat) onPong(m *router.Message) {
 	p := m.Port
-	if m.IsDead() || p == nil || p.IsParent || m.Src != p.PeerID {
+	if m.IsDead() || p == nil || p.IsParent || m.Src != p.PeerID || len(m.Payload) != probeTokenLen {
 		return
 	}
 	now := time.Now()
@@ -360,12 +418,18 @@ func (hb *heartbeat) onPong(m *router.Message) {
 	if lh == nil {
 		return
 	}
-	lh.heard = now
-	if lh.pingSent.IsZero() {
-		return // the answer to a later probe of the same silence
+	i := slices.IndexFunc(lh.outstanding, func(pr probe) bool { return bytes.Equal(pr.token[:], m.Payload) })
+	if i < 0 {
+		return // not an answer to a probe still outstanding: no evidence
 	}
-	lh.rtt = now.Sub(lh.pingSent)
+	sent := lh.outstanding[i].sent
+	lh.outstanding = append(lh.outstanding[:0], lh.outstanding[i+1:]...)
 	lh.pingSent = time.Time{}
+	if len(lh.outstanding) > 0 {
+		lh.pingSent = lh.outstanding[0].sent
+	}
+	lh.heard = now
+	lh.rtt = now.Sub(sent)
 	if lh.state == StateUnresponsive {
 		hb.recovered(p, lh)
 		lh.reportedRTT = lh.rtt

@@ -112,7 +112,7 @@ func newNode(r *router.Router, o Options) *Node {
 	}
 	n.registerSpawn(reg)
 	n.Dispatcher = funcs.Serve(r, reg, funcs.DefaultConfig(), map[string]any{"node": n})
-	r.Handle(wire.HandlePing, func(m *router.Message) { _ = r.ReplyUrgent(m, nil) }, router.Anyone)
+	r.Handle(wire.HandlePing, answerPing(r), router.Anyone)
 	r.Handle(wire.HandleShutdown, func(*router.Message) { go n.Close() }, nil)
 	n.hb = startHeartbeat(n)
 	return n
