@@ -303,11 +303,22 @@ func (in *logIntake) link(p *router.Port) *linkLogs {
 // logger the root was given (Options.Logger), not n.Log, which carries the
 // root's own "node" field. Records wait in a bounded queue for its one
 // goroutine, so a stalled stderr never stalls a link's read loop; records
-// that find the queue full are dropped and counted.
+// that find the queue full are dropped and counted. A record is parsed and
+// clipped before it is queued, so the queue holds at most logPrintQueue
+// records of the clipped size (see parseLogLine), never raw lines of up to
+// the largest message.
 type rootPrinter struct {
 	out     hclog.Logger
-	q       chan fwdRecord
+	q       chan printRecord
 	dropped *logsafe.Drops
+}
+
+// printRecord is one record queued for printing at the root, already made
+// safe: escaped and clipped.
+type printRecord struct {
+	id   uint32
+	name string // escaped and clipped
+	l    logLine
 }
 
 // rootIntakes holds each root's intake, keyed by its router: made on the
@@ -321,7 +332,7 @@ func (n *Node) logIntake() *logIntake {
 	if in, ok := rootIntakes.Load(n.Router); ok {
 		return in.(*logIntake)
 	}
-	pr := &rootPrinter{out: n.opts.Logger, q: make(chan fwdRecord, logPrintQueue)}
+	pr := &rootPrinter{out: n.opts.Logger, q: make(chan printRecord, logPrintQueue)}
 	pr.dropped = logsafe.NewDrops(logDropEvery, func(k uint64) {
 		n.Log.Warn(fmt.Sprintf("dropped %d log records: printing them fell behind", k))
 	})
@@ -336,9 +347,16 @@ func (n *Node) logIntake() *logIntake {
 	return in
 }
 
+// enqueue parses and clips one record and queues it for printing, without
+// blocking: it runs on the read loop of the link the record came on.
 func (pr *rootPrinter) enqueue(id uint32, name string, line []byte) {
+	if len(pr.q) == cap(pr.q) {
+		pr.dropped.Add(1) // full: not worth parsing
+		return
+	}
+	rec := printRecord{id: id, name: logsafe.Clip(name, maxLogKey), l: parseLogLine(line, id, maxLogParse)}
 	select {
-	case pr.q <- fwdRecord{id: id, name: name, line: line}:
+	case pr.q <- rec:
 	default:
 		pr.dropped.Add(1)
 	}
@@ -365,9 +383,8 @@ func (pr *rootPrinter) run(done <-chan struct{}) {
 }
 
 // print writes one record, tagged with its node's name and ID.
-func (pr *rootPrinter) print(rec fwdRecord) {
-	l := parseLogLine(rec.line, rec.id, maxLogParse)
-	name := logsafe.Clip(rec.name, maxLogKey)
+func (pr *rootPrinter) print(rec printRecord) {
+	l, name := rec.l, rec.name
 	args := make([]any, 0, 6+len(l.attrs))
 	args = append(args, "node", name, "node_id", rec.id)
 	if l.module != "" && l.module != name {
