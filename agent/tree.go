@@ -182,8 +182,16 @@ func (t *Tree) onNodeState(m *router.Message) {
 			return
 		}
 		meta.known = true
-		meta.Label, meta.Method, meta.Target = ns.Label, ns.Method, ns.Target
+		meta.Method, meta.Target = ns.Method, ns.Target
 		meta.Host, meta.PID = ns.Host, ns.PID
+		if m.Port == nil {
+			// The root's own report on a child it spawned: the label is
+			// the one it was asked for. Any other node's label is a
+			// claim (a leaf could label its child "db" to catch the
+			// operator's "arbor exec db"); the root records the labels
+			// it asked for with SetLabel instead.
+			meta.Label = ns.Label
+		}
 	}
 	if ns.RTT != 0 {
 		meta.RTT = ns.RTT
@@ -198,6 +206,25 @@ func (t *Tree) onNodeState(m *router.Message) {
 		meta.State = ns.State
 		t.emit(TreeEvent{Kind: ns.State, ID: ns.ID, Name: meta.Name, Cause: ns.Cause})
 	}
+}
+
+// SetLabel records label for node id, which the root asked node parent to
+// spawn with that label and which parent said it spawned as id: labels
+// are the root's own knowledge, never a report's (see onNodeState). It
+// refuses (false) an id the tree does not know as a child of parent, so a
+// lying spawner can label nothing outside its own subtree.
+func (t *Tree) SetLabel(id, parent uint32, label string) bool {
+	if wire.CheckName(label) != nil {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	meta := t.nodes[id]
+	if meta == nil || meta.Parent != parent || t.clients[id] {
+		return false
+	}
+	meta.Label = label
+	return true
 }
 
 // checkSpawnReport checks the strings of a spawn report the way route
@@ -299,7 +326,9 @@ func hostOf(hop spawn.Hop) string {
 }
 
 // SpawnVia asks node via, below this one, to spawn a child over hop named
-// name, with this node's spawn settings (ssh options, agent binaries).
+// name, with this node's spawn settings (ssh options, agent binaries). At
+// the root it records name as the new node's label (Tree.SetLabel): the
+// root believes no other node's word for a label.
 func (n *Node) SpawnVia(ctx context.Context, via *arborctx.Remote, hop spawn.Hop, name string) (SpawnResult, error) {
 	req, err := n.spawnRequest(hop)
 	if err != nil {
@@ -307,6 +336,12 @@ func (n *Node) SpawnVia(ctx context.Context, via *arborctx.Remote, hop spawn.Hop
 	}
 	req.Name = name
 	var res SpawnResult
-	err = via.Call(ctx, "agent.spawn", req, &res)
-	return res, err
+	if err = via.Call(ctx, "agent.spawn", req, &res); err != nil {
+		return res, err
+	}
+	if n.Tree != nil && name != "" && !n.Tree.SetLabel(res.ID, via.ID(), name) {
+		n.Log.Warn("spawned node not labelled: the tree does not know it as the spawner's child",
+			"via", via.ID(), "child", res.ID, "label", termsafeQuote(name))
+	}
+	return res, nil
 }
