@@ -19,8 +19,8 @@ import (
 
 // longName is a route name of the longest length a route may carry.
 func longName(id uint32) string {
-	s := fmt.Sprintf("leaf/r%d-", id)
-	return s + strings.Repeat("x", wire.MaxNameLen-len(s))
+	s := fmt.Sprintf("hub/leaf/r%d-", id)
+	return s + strings.Repeat("x", wire.MaxHopNameLen-len(s))
 }
 
 // answerSize is the size of the CALL reply that carries v: what has to fit

@@ -20,7 +20,7 @@ import (
 )
 
 // long pads s to the longest string a node's name, method or host may be.
-func long(s string) string { return s + strings.Repeat("x", wire.MaxNameLen-len(s)) }
+func long(s string) string { return s + strings.Repeat("x", wire.MaxHopNameLen-len(s)) }
 
 // answerSize is the size of the CALL reply that carries v.
 func answerSize(t *testing.T, v any) int {

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/arbor-project/arbor/internal/errs"
+	"github.com/arbor-project/arbor/internal/logsafe"
 	"github.com/arbor-project/arbor/router"
 	"github.com/arbor-project/arbor/stream/wire"
 	"github.com/hashicorp/go-hclog"
@@ -204,14 +206,30 @@ func (m *Monitor) onAddRoute(msg *router.Message) {
 		p.Link.Abort(fmt.Errorf("%w (ADD_ROUTE payload)", err))
 		return
 	}
+	parentName := p.PeerName
 	if ar.Parent != p.PeerID {
-		if via, _, ok := m.r.Lookup(ar.Parent); !ok || via != p {
+		via, name, ok := m.r.Lookup(ar.Parent)
+		if !ok || via != p {
 			m.log.Error("ADD_ROUTE refused: its parent is not behind the link", "id", ar.ID,
 				"parent", ar.Parent, "link", p.String())
 			return
 		}
+		parentName = name
 	}
-	if err := m.r.AddRoute(ar.ID, ar.Name, p); err != nil {
+	if err := wire.CheckName(ar.Name); err != nil {
+		m.log.Error("ADD_ROUTE refused", "id", ar.ID, "name", logsafe.Clip(ar.Name, 300), "link", p.String(), "error", err)
+		return
+	}
+	if len(ar.Name) <= len(parentName)+1 || !strings.HasPrefix(ar.Name, parentName+"/") {
+		// A node is named after its parent (parent/hop): a node that claims
+		// a name outside its parent's would pose as a node the operator
+		// names, spawned elsewhere or later.
+		m.log.Error("ADD_ROUTE refused: name outside its parent's; closing link", "id", ar.ID,
+			"name", logsafe.Clip(ar.Name, 300), "parent", ar.Parent, "link", p.String())
+		p.Link.Abort(fmt.Errorf("arbor: node %d: route to %d via %s named outside its parent %q", m.r.ID(), ar.ID, p, parentName))
+		return
+	}
+	if err := m.r.AddChildRoute(ar.ID, ar.Parent, ar.Name, p); err != nil {
 		if errors.Is(err, router.ErrOrigin) {
 			// A hijack: the next ID this node will hand out, a dead node's,
 			// a sibling subtree's. No honest node announces it.
@@ -248,6 +266,11 @@ func (m *Monitor) onDelRoute(msg *router.Message) {
 		p.Link.Abort(fmt.Errorf("%w (DEL_ROUTE payload)", err))
 		return
 	}
+	if !p.IsParent {
+		// The cause reaches every node above and every watcher: a line of
+		// text, bounded and with no control characters.
+		dr.Cause = logsafe.Clip(dr.Cause, maxCause)
+	}
 	if msg.Src != p.PeerID || msg.Auth != p.PeerID {
 		m.log.Error("DEL_ROUTE ignored: not from the node at the other end of the link",
 			"id", dr.ID, "from", p.String(), "src", msg.Src, "auth", msg.Auth)
@@ -275,6 +298,9 @@ func (m *Monitor) onDelRoute(msg *router.Message) {
 	m.mu.Unlock()
 	m.withdraw(dr.ID, dr.Name, dr.Cause, p, true)
 }
+
+// maxCause bounds a withdrawal's cause as it enters from a child link.
+const maxCause = 1024
 
 func (m *Monitor) sendUp(handle uint32, v any) {
 	if parent := m.r.Parent(); parent != nil {

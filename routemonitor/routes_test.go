@@ -573,10 +573,10 @@ func TestRouteUpdatesFromTheWrongLink(t *testing.T) {
 				})
 			})
 			t.Run("ADD_ROUTE for an ancestor", func(t *testing.T) {
-				inject(t, b.Down, addRoute(up(b)), wire.AddRoute{ID: root.ID(), Name: "evil-root", Parent: b.ID()})
+				inject(t, b.Down, addRoute(up(b)), wire.AddRoute{ID: root.ID(), Name: "a/b/evil-root", Parent: b.ID()})
 				barrier(t, b, root, rootEcho)
 				expectLog(t, logs, "ADD_ROUTE refused", map[string]any{
-					"node": a.ID(), "id": root.ID(), "name": "evil-root", "link": link(b, "a/b"),
+					"node": a.ID(), "id": root.ID(), "name": "a/b/evil-root", "link": link(b, "a/b"),
 					"error": fmt.Sprintf("arbor: node %d: refusing route to 0 via %s: that is this node or an ancestor",
 						a.ID(), link(b, "a/b")),
 				})

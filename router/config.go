@@ -34,9 +34,10 @@ type Quota struct {
 	// MaxRoutesPerLink caps the routes through one child link [65,536]:
 	// the largest subtree one link may carry.
 	MaxRoutesPerLink int
-	// MaxUnusedIDs is how many IDs granted through a link may be unused by
-	// any route before it gets no more [4096]; a link whose subtree is
-	// larger may hold as many unused IDs as it has used.
+	// MaxUnusedIDs is how many IDs granted to live nodes through a link may
+	// be unused by any route before it gets no more [4096], plus 16 for
+	// each route through it (each node may hold a partly used block). The
+	// IDs a node left unused stop counting when it is withdrawn.
 	MaxUnusedIDs uint64
 	// IDRate and IDBurst are a token bucket on the IDs granted through one
 	// link [100 a second, burst 65,536]: building a large subtree at once

@@ -95,7 +95,7 @@ func (r *Router) AllocateID(ctx context.Context) (uint32, error) {
 		a.fetching = done
 		size := uint32(min(firstBlockSize<<min(a.blocks, 16), wire.IDBlockSize))
 		a.mu.Unlock()
-		blk, err := r.requestIDBlock(ctx, size)
+		blk, err := r.requestIDBlock(ctx, size, 0)
 		a.mu.Lock()
 		a.fetching = nil
 		if err == nil {
@@ -121,9 +121,10 @@ func (r *Router) ReleaseID(id uint32) {
 	a.mu.Unlock()
 }
 
-// requestIDBlock asks the parent for a block of n IDs.
-func (r *Router) requestIDBlock(ctx context.Context, n uint32) (wire.IDBlock, error) {
-	body, err := wire.Marshal(wire.AllocateIDRequest{Count: n})
+// requestIDBlock asks the parent for a block of n IDs for node owner (0:
+// this node).
+func (r *Router) requestIDBlock(ctx context.Context, n, owner uint32) (wire.IDBlock, error) {
+	body, err := wire.Marshal(wire.AllocateIDRequest{Count: n, For: owner})
 	if err != nil {
 		return wire.IDBlock{}, err
 	}
@@ -170,6 +171,15 @@ func (r *Router) handleAllocateID(m *Message) {
 	if n == 0 || n > wire.IDBlockSize {
 		n = wire.IDBlockSize
 	}
+	owner := m.Port.PeerID
+	if req.For != 0 && req.For != owner {
+		if via, _, ok := r.Lookup(req.For); !ok || via != m.Port {
+			r.log.Warn("ALLOCATE_ID refused: for a node not behind the link", "link", m.Port.String(), "for", req.For)
+			r.ReplyError(m, fmt.Sprintf("node %d: IDs asked for node %d, which is not behind %s", r.id, req.For, m.Port))
+			return
+		}
+		owner = req.For
+	}
 	upstream := r.id != wire.RootID
 	if err := r.reserveIDs(m.Port, n, upstream); err != nil {
 		r.log.Warn("ALLOCATE_ID refused", "link", m.Port.String(), "count", n, "error", err)
@@ -183,25 +193,25 @@ func (r *Router) handleAllocateID(m *Message) {
 			r.ReplyError(m, err.Error())
 			return
 		}
-		r.grant(m, wire.IDBlock{Start: start, Count: n}, false)
+		r.grant(m, wire.IDBlock{Start: start, Count: n}, owner, false)
 		return
 	}
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), blockFetchTimeout)
 		defer cancel()
-		blk, err := r.requestIDBlock(ctx, n)
+		blk, err := r.requestIDBlock(ctx, n, owner)
 		if err != nil {
 			m.Port.unreserveIDs(n, true)
 			r.ReplyError(m, errs.Reason(err))
 			return
 		}
-		r.grant(m, blk, true)
+		r.grant(m, blk, owner, true)
 	}()
 }
 
-// grant records blk against the link m came on and sends it.
-func (r *Router) grant(m *Message, blk wire.IDBlock, upstream bool) {
-	m.Port.recordGrant(blk, upstream)
+// grant records blk against the link m came on, as owner's, and sends it.
+func (r *Router) grant(m *Message, blk wire.IDBlock, owner uint32, upstream bool) {
+	m.Port.recordGrant(blk, owner, upstream)
 	body, err := wire.Marshal(blk)
 	if err != nil {
 		r.ReplyError(m, err.Error())

@@ -110,9 +110,9 @@ func (r *Router) deliverReply(m *Message) bool {
 		r.wmu.Unlock()
 		return false
 	}
-	if m.Src != w.dst && !m.IsDead() {
+	if m.Src != w.dst && (!m.IsDead() || !r.mayFail(m.Src, w.dst)) {
 		r.wmu.Unlock()
-		r.log.Warn("dropped reply from the wrong node", "handle", m.Handle, "src", m.Src, "want", w.dst)
+		r.log.Warn("dropped reply from the wrong node", "handle", m.Handle, "src", m.Src, "want", w.dst, "dead", m.IsDead())
 		return true
 	}
 	delete(r.waiters, w.handle)
@@ -183,4 +183,20 @@ func (r *Router) PendingCount() int {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
 	return len(r.waiters)
+}
+
+// mayFail reports whether node src may answer a request to dst with a dead
+// reply: src is this node, an ancestor, a node on the path down to dst, or
+// — for a dst not below this node — any node outside this node's subtree
+// (the parent link's side, which the reverse-path check vouched for). A
+// node below this one may not fail a request that does not go through it.
+func (r *Router) mayFail(src, dst uint32) bool {
+	if src == r.id || r.isAncestor(src) {
+		return true
+	}
+	if _, _, below := r.Lookup(dst); below {
+		return r.OnPathTo(src, dst)
+	}
+	_, _, srcBelow := r.Lookup(src)
+	return !srcBelow
 }

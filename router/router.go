@@ -50,6 +50,8 @@ type Port struct {
 	authority bool
 
 	origin origin // what may be routed through this link (origin.go)
+	// clientCalls tracks the requests of a link with authority (origin.go).
+	clientCalls clientCalls
 
 	lastEgress atomic.Uint64 // dst+1 of the last recorded egress: skips the lock on repeats
 	egressMu   sync.Mutex
@@ -91,8 +93,9 @@ func (p *Port) ForgetEgress(id uint32) {
 }
 
 type route struct {
-	port *Port
-	name string
+	port   *Port
+	name   string
+	parent uint32 // the node's parent, as its ADD_ROUTE told
 }
 
 // Router routes messages for one node. It is safe for concurrent use.
@@ -330,6 +333,17 @@ func (r *Router) Children() []*Port {
 // breaks the name rules (wire.CheckName). Adding a route p already has is
 // a no-op.
 func (r *Router) AddRoute(id uint32, name string, p *Port) error {
+	parent := r.id
+	if id != p.PeerID {
+		parent = p.PeerID
+	}
+	return r.AddChildRoute(id, parent, name, p)
+}
+
+// AddChildRoute is AddRoute with the node's parent as its ADD_ROUTE named
+// it. The router keeps it to tell which nodes lie on the path to a node
+// (a dead reply is believed only from one of them).
+func (r *Router) AddChildRoute(id, parent uint32, name string, p *Port) error {
 	if p.IsParent {
 		return fmt.Errorf("arbor: node %d: routes are learned from children only", r.id)
 	}
@@ -350,7 +364,7 @@ func (r *Router) AddRoute(id uint32, name string, p *Port) error {
 	if err := r.admitRoute(id, p); err != nil {
 		return err
 	}
-	r.routes[id] = route{port: p, name: name}
+	r.routes[id] = route{port: p, name: name, parent: parent}
 	return nil
 }
 
@@ -361,7 +375,7 @@ func (r *Router) DelRoute(id uint32) (*Port, string, bool) {
 	rt, ok := r.routes[id]
 	if ok {
 		delete(r.routes, id)
-		rt.port.releaseRoute()
+		rt.port.releaseRoute(id)
 	}
 	return rt.port, rt.name, ok
 }
@@ -539,6 +553,9 @@ func (r *Router) decide(in *Port, h *wire.Header) verdict {
 			h.Auth = r.id
 		}
 	}
+	if in != nil && in.authority && h.ReplyTo != wire.HandleNone && !h.IsDead() && h.Dst != r.id {
+		in.clientCalls.track(h.ReplyTo, h.Dst)
+	}
 	if h.Dst == r.id {
 		r.mu.RUnlock()
 		return verdict{local: true}
@@ -558,6 +575,9 @@ func (r *Router) decide(in *Port, h *wire.Header) verdict {
 		// anything else on a well-known handle.
 		return verdict{refuse: fmt.Sprintf("node %d may not send %s to client %d, my ID is %d",
 			h.Src, wire.HandleName(h.Handle), h.Dst, r.id)}
+	case out.authority && in != nil && !in.authority && !r.answersClient(out, h):
+		r.dropForgedReply(in, h)
+		return verdict{spoofed: true}
 	case in != nil && !in.IsParent && !out.IsParent && !r.siblings && !in.authority && !out.authority:
 		return verdict{refuse: fmt.Sprintf("routing mode prevents forwarding from node %d to node %d (between child links to %d and %d), my ID is %d",
 			h.Src, h.Dst, in.PeerID, out.PeerID, r.id)}

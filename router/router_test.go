@@ -344,10 +344,10 @@ func TestDeadReplies(t *testing.T) {
 				// the link from b carrying the root's authority, and a would
 				// drop it as spoofed, leaving the caller without an answer.
 				spoofedBefore := a.R.SpoofedDropped()
-				if err := root.R.AddRoute(ghost, "ghost", a.Up); err != nil {
+				if err := root.R.AddChildRoute(ghost, b.ID(), "ghost", a.Up); err != nil {
 					t.Fatal(err)
 				}
-				if err := a.R.AddRoute(ghost, "ghost", b.Up); err != nil {
+				if err := a.R.AddChildRoute(ghost, b.ID(), "ghost", b.Up); err != nil {
 					t.Fatal(err)
 				}
 				defer root.R.DelRoute(ghost)

@@ -26,7 +26,7 @@ func manyRoutes(t *testing.T, o testtree.Options, n int) (root, hub, leaf *testt
 		if err != nil {
 			t.Fatal(err)
 		}
-		body, err := wire.Marshal(wire.AddRoute{ID: id, Name: fmt.Sprintf("r%d", id), Parent: leaf.ID()})
+		body, err := wire.Marshal(wire.AddRoute{ID: id, Name: fmt.Sprintf("hub/leaf/r%d", id), Parent: leaf.ID()})
 		if err != nil {
 			t.Fatal(err)
 		}

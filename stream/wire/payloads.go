@@ -56,6 +56,10 @@ type DelRoute struct {
 // AllocateIDRequest asks the root for a block of node IDs.
 type AllocateIDRequest struct {
 	Count uint32 `cbor:"1,keyasint,omitempty"` // 0 means IDBlockSize
+	// For is the node the block is for, when a node passes a descendant's
+	// request up (0: the sender itself). Each node on the way checks it
+	// lies behind the link and records the block as that node's.
+	For uint32 `cbor:"2,keyasint,omitempty"`
 }
 
 // IDBlock is a half-open range [Start, Start+Count) of node IDs.
