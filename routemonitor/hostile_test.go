@@ -3,6 +3,7 @@ package routemonitor_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"strings"
 	"testing"
@@ -304,4 +305,100 @@ func TestAttachWithoutRouteFails(t *testing.T) {
 	if tb := root.R.Table(); len(tb.Routes) != 0 {
 		t.Fatalf("root routes %+v", tb.Routes)
 	}
+}
+
+// TestForgedDeadReplies has a leaf fail requests that do not go through it:
+// the root's own request to its sibling, and a client's. The forgeries are
+// dropped; each request gets its real answer afterwards.
+func TestForgedDeadReplies(t *testing.T) {
+	o := testtree.Options{}
+	root := testtree.Root(t, o)
+	evil := root.Spawn(t, o, "evil")
+	sibling := root.Spawn(t, o, "sibling")
+	client := testtree.Client(t, root, o, "client")
+	release := make(chan struct{})
+	held := make(chan *router.Message, 2)
+	slow := sibling.R.AddHandler(func(m *router.Message) { held <- m }, router.Anyone)
+
+	for _, asker := range []*testtree.Node{root, client} {
+		pending, err := asker.R.Begin(sibling.ID(), slow, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := <-held
+		forged := wire.Header{Dst: asker.ID(), Src: evil.ID(), Auth: evil.ID(), Handle: pending.ReplyHandle(), Flags: wire.FlagDead}
+		body := wire.EncodeDeadReason("permission denied by node 3 (honest)")
+		forged.Length = uint32(len(body))
+		if err := evil.Down.Link.Send(forged, body); err != nil {
+			t.Fatal(err)
+		}
+		barrier(t, evil, root, echo(root)) // the forgery was handled at the root
+		if asker == client {
+			barrier(t, root, client, echo(client))
+		}
+		if err := sibling.R.Reply(m, []byte("real")); err != nil {
+			t.Fatal(err)
+		}
+		reply, err := pending.Wait(ctxPatience(t))
+		if err != nil || string(reply.Payload) != "real" {
+			t.Fatalf("%s's request to the sibling: %v, %v; want the sibling's real answer", asker.R.Name(), reply, err)
+		}
+	}
+	close(release)
+}
+
+// TestNameOutsideParent has a leaf name a node of its own block as if it
+// were a node the operator spawns elsewhere: the link is closed.
+func TestNameOutsideParent(t *testing.T) {
+	o := testtree.Options{}
+	root := testtree.Root(t, o)
+	evil := root.Spawn(t, o, "evil")
+	id, err := evil.R.AllocateID(ctxPatience(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inject(t, evil.Down, hostileUp(evil, wire.HandleAddRoute), wire.AddRoute{ID: id, Name: "ssh:db3", Parent: evil.ID()})
+	root.WaitNoRoute(t, evil.ID())
+	if _, _, ok := root.R.Lookup(id); ok {
+		t.Fatal("the root routes the node named outside its parent")
+	}
+}
+
+// TestHonestWideAndChurningTrees: the ID quotas refuse none of a wide
+// tree (300 children under one node, each with a child of its own), a
+// node's children spawned and closed over and over, or many nodes asking
+// for IDs through one link at once.
+func TestHonestWideAndChurningTrees(t *testing.T) {
+	o := testtree.Options{}
+	root := testtree.Root(t, o)
+	bastion := root.Spawn(t, o, "bastion")
+	for i := range 300 {
+		c := bastion.Spawn(t, o, fmt.Sprintf("c%d", i))
+		c.Spawn(t, o, "sudo")
+	}
+	for i := range 300 {
+		c := bastion.Spawn(t, o, fmt.Sprintf("churn%d", i))
+		g := c.Spawn(t, o, "sudo")
+		g.R.Close()
+		c.R.Close()
+		root.WaitNoRoute(t, c.ID())
+	}
+	mid := bastion.Spawn(t, o, "mid")
+	var kids []*testtree.Node
+	for i := range 8 {
+		kids = append(kids, mid.Spawn(t, o, fmt.Sprintf("k%d", i)))
+	}
+	errs := make(chan error, len(kids))
+	for _, k := range kids {
+		go func() {
+			_, err := k.R.AllocateID(ctxPatience(t))
+			errs <- err
+		}()
+	}
+	for range kids {
+		if err := <-errs; err != nil {
+			t.Fatalf("concurrent allocation: %v", err)
+		}
+	}
+	t.Logf("root's link to the bastion: %+v", bastion.Up.Usage())
 }
