@@ -432,3 +432,34 @@ func TestOpenChannelContextUnblock(t *testing.T) {
 		})
 	}
 }
+
+// TestYamuxPingCloses: links run no yamux keepalive, so a yamux ping can
+// only come from a hostile peer (one that floods them and stops reading
+// would pin one of yamux's answering goroutines per ping). The first one
+// closes the link with ErrProtocol.
+func TestYamuxPingCloses(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tr testtree.Transport) {
+		log, _ := newLogger(t)
+		pc, cc := pipe(t, tr)
+		ach := acceptAsync(cc, config(log), 4242)
+		parent, _, err := stream.Open(pc, testHello, config(log))
+		a := await(t, ach, "Accept")
+		if err != nil || a.err != nil {
+			t.Fatalf("Open: %v; Accept: %v", err, a.err)
+		}
+		t.Cleanup(func() { parent.Close(); a.l.Close() })
+		pe := start(parent)
+		// A ping request (SYN), written straight on the child's transport
+		// while its link is idle: one frame, in one write.
+		ping := []byte{0, yamuxPing, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7}
+		if _, err := cc.Write(ping); err != nil {
+			t.Fatal(err)
+		}
+		cause := await(t, pe.closed, "the link to close on a yamux ping")
+		if !errors.Is(cause, stream.ErrProtocol) {
+			t.Fatalf("link closed with %v, want ErrProtocol", cause)
+		}
+	})
+}
+
+const yamuxPing = 2

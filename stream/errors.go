@@ -16,6 +16,9 @@ var (
 	ErrConnectTimeout = errors.New("arbor: connection timed out")
 	// ErrQueueFull is returned by Send when the link's data queue is full.
 	ErrQueueFull = errors.New("arbor: send queue full")
+	// ErrProtocol closes a link whose peer sent what the protocol never
+	// sends (a yamux ping, for one).
+	ErrProtocol = errors.New("arbor: protocol violation")
 )
 
 // QueueFullError is a data frame refused because the link to Peer already

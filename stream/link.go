@@ -820,6 +820,7 @@ const (
 	yamuxHeaderSize       = 12
 	yamuxTypeData         = 0
 	yamuxTypeWindowUpdate = 1
+	yamuxTypePing         = 2
 	yamuxTypeGoAway       = 3
 	yamuxFlagSYN          = 1
 	yamuxFlagFIN          = 4
@@ -975,6 +976,13 @@ func (g *gatedConn) received() error {
 	id, length := binary.BigEndian.Uint32(h[4:8]), binary.BigEndian.Uint32(h[8:12])
 	if typ == yamuxTypeData {
 		g.rbody = uint64(length)
+	}
+	if typ == yamuxTypePing {
+		// Links run no yamux keepalive (the heartbeat is made of frames),
+		// so neither end ever sends a yamux ping. yamux answers each one
+		// from a goroutine of its own that waits for the write, so a peer
+		// that floods pings and stops reading would pin one per ping.
+		return fmt.Errorf("%w: the peer sent a yamux ping (flags %#x), which this protocol never sends", ErrProtocol, flags)
 	}
 	if typ > yamuxTypeWindowUpdate || id == 0 || id == messageStreamID {
 		return nil
