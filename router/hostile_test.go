@@ -372,3 +372,26 @@ func (s *stallingConn) Close() error {
 	s.closeOnce.Do(func() { close(s.closed) })
 	return s.ReadWriteCloser.Close()
 }
+
+// TestEgressSetBounded: a child that addresses a million distinct IDs
+// leaves its link's egress set at its bound, and withdrawals still reach
+// it (it counts as having talked to every node).
+func TestEgressSetBounded(t *testing.T) {
+	o := testtree.Options{}
+	root := testtree.Root(t, o)
+	m := root.Spawn(t, o, "m")
+	evil := m.Spawn(t, o, "evil")
+	for i := range 100_000 {
+		h := wire.Header{Dst: uint32(1_000_000 + i), Src: evil.ID(), Auth: evil.ID(), Handle: wire.HandlePing}
+		if err := evil.Down.Link.SendWait(ctxPatience(t), h, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A round trip on the same path: m handled every frame before it.
+	if _, err := evil.R.Request(ctxPatience(t), root.ID(), newEcho(root).handle, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !evil.Up.TalkedTo(123) {
+		t.Fatal("an overflowed egress set does not count as having talked to every node")
+	}
+}

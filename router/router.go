@@ -56,7 +56,13 @@ type Port struct {
 	lastEgress atomic.Uint64 // dst+1 of the last recorded egress: skips the lock on repeats
 	egressMu   sync.Mutex
 	egress     map[uint32]struct{}
+	egressAll  bool // the set overflowed: every withdrawal goes down the link
 }
+
+// maxEgress bounds a link's egress set: a child may address any of 2^32
+// IDs, and each would cost an entry. Past it the link is treated as having
+// talked to every node, which costs a DEL_ROUTE per withdrawal instead.
+const maxEgress = 4096
 
 func (p *Port) String() string {
 	if p.IsParent {
@@ -71,7 +77,11 @@ func (p *Port) noteEgress(dst uint32) {
 		return
 	}
 	p.egressMu.Lock()
-	p.egress[dst] = struct{}{}
+	if len(p.egress) < maxEgress {
+		p.egress[dst] = struct{}{}
+	} else if _, ok := p.egress[dst]; !ok {
+		p.egressAll = true
+	}
 	p.egressMu.Unlock()
 	p.lastEgress.Store(uint64(dst) + 1)
 }
@@ -81,7 +91,7 @@ func (p *Port) TalkedTo(id uint32) bool {
 	p.egressMu.Lock()
 	defer p.egressMu.Unlock()
 	_, ok := p.egress[id]
-	return ok
+	return ok || p.egressAll
 }
 
 // ForgetEgress drops id from the link's egress set (after DEL_ROUTE went down it).
