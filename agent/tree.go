@@ -10,6 +10,7 @@ import (
 	"time"
 
 	arborctx "github.com/arbor-project/arbor/context"
+	"github.com/arbor-project/arbor/internal/logsafe"
 	"github.com/arbor-project/arbor/routemonitor"
 	"github.com/arbor-project/arbor/router"
 	"github.com/arbor-project/arbor/spawn"
@@ -34,6 +35,12 @@ type NodeMeta struct {
 	known bool
 }
 
+// maxCause is the longest cause a TreeEvent carries: a NODE_STATE's cause
+// comes from a node that may be hostile and reaches `arbor watch` and the
+// logs, so it is clipped to this and escaped (logsafe.Clip) when the report
+// is accepted.
+const maxCause = 1 << 10
+
 // TreeEvent is a change the root saw: a route added or withdrawn, or a
 // node's heartbeat state changing.
 type TreeEvent struct {
@@ -41,7 +48,7 @@ type TreeEvent struct {
 	ID    uint32
 	Name  string
 	Time  time.Time
-	Cause string
+	Cause string // escaped, at most maxCause bytes
 }
 
 // Tree is the root's live view of its tree: every node's parent, method,
@@ -138,7 +145,7 @@ func (t *Tree) onRoute(e routemonitor.Event) {
 			name = m.Name
 		}
 		delete(t.nodes, e.ID)
-		t.emit(TreeEvent{Kind: "del_route", ID: e.ID, Name: name, Time: e.Time, Cause: e.Cause})
+		t.emit(TreeEvent{Kind: "del_route", ID: e.ID, Name: name, Time: e.Time, Cause: logsafe.Clip(e.Cause, maxCause)})
 	}
 }
 
@@ -204,7 +211,7 @@ func (t *Tree) onNodeState(m *router.Message) {
 	}
 	if ns.State != "" && ns.State != meta.State {
 		meta.State = ns.State
-		t.emit(TreeEvent{Kind: ns.State, ID: ns.ID, Name: meta.Name, Cause: ns.Cause})
+		t.emit(TreeEvent{Kind: ns.State, ID: ns.ID, Name: meta.Name, Cause: logsafe.Clip(ns.Cause, maxCause)})
 	}
 }
 

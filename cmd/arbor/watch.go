@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 
 	"github.com/arbor-project/arbor/control"
+	"github.com/arbor-project/arbor/internal/logsafe"
 	"github.com/arbor-project/arbor/router"
 	"github.com/arbor-project/arbor/stream/wire"
 	"github.com/spf13/cobra"
@@ -55,9 +56,11 @@ func newWatchCmd(g *globalFlags) *cobra.Command {
 							b, _ := json.Marshal(e)
 							os.Stdout.Write(append(b, '\n'))
 						} else {
-							line := fmt.Sprintf("%s %-12s %d %s", e.Time, e.Event, e.ID, e.Name)
+							// Escaped again here: what reaches a terminal
+							// is never a peer's raw text.
+							line := fmt.Sprintf("%s %-12s %d %s", logsafe.Escape(e.Time), logsafe.Escape(e.Event), e.ID, logsafe.Escape(e.Name))
 							if e.Cause != "" {
-								line += ": " + e.Cause
+								line += ": " + logsafe.Escape(e.Cause)
 							}
 							fmt.Println(line)
 						}
