@@ -18,7 +18,7 @@ import (
 )
 
 // fanHosts are the host aliases of the fan-out tests: web01…web64 and gw
-// all reach the test sshd; each sends ARBOR_TEST_HOST=ALIAS, so a command
+// all reach the test sshd; each sends TEST_HOST=ALIAS, so a command
 // can tell which target it runs for. down01 refuses connections.
 const fanHosts = 64
 
@@ -38,7 +38,7 @@ func fanSSHD(t *testing.T) ([]string, *sshdtest.Server) {
 	}
 	for _, a := range aliases {
 		// SetEnv's first value wins: the cache directory is repeated.
-		fmt.Fprintf(&b, "Host %s\n  SetEnv XDG_CACHE_HOME=%s ARBOR_TEST_HOST=%s\n", a, s.CacheDir, a)
+		fmt.Fprintf(&b, "Host %s\n  SetEnv XDG_CACHE_HOME=%s TEST_HOST=%s\n", a, s.CacheDir, a)
 	}
 	fmt.Fprintf(&b, "Host down01\n  HostName 127.0.0.1\n  Port 1\n  ConnectTimeout 10\n")
 	cfg := strings.Replace(string(base), "Host "+sshdtest.Alias+"*\n", "Host "+sshdtest.Alias+"* "+strings.Join(aliases, " ")+"\n", 1)
@@ -49,10 +49,10 @@ func fanSSHD(t *testing.T) ([]string, *sshdtest.Server) {
 	return []string{"--ssh-config", path}, s
 }
 
-// byHost is a shell command that does what its case for $ARBOR_TEST_HOST
+// byHost is a shell command that does what its case for $TEST_HOST
 // says, else prints "out HOST".
 func byHost(cases string) []string {
-	return []string{"--", "sh", "-c", `case "$ARBOR_TEST_HOST" in ` + cases + ` *) echo "out $ARBOR_TEST_HOST";; esac`}
+	return []string{"--", "sh", "-c", `case "$TEST_HOST" in ` + cases + ` *) echo "out $TEST_HOST";; esac`}
 }
 
 func sortedLines(b []byte) []string {
@@ -84,7 +84,7 @@ func TestFanoutFormats(t *testing.T) {
 	}
 
 	same := byHost(`web05) echo other;;`)
-	same[len(same)-1] = strings.Replace(same[len(same)-1], `echo "out $ARBOR_TEST_HOST"`, "echo same; echo two", 1)
+	same[len(same)-1] = strings.Replace(same[len(same)-1], `echo "out $TEST_HOST"`, "echo same; echo two", 1)
 	res = runArbor(t, arborArgs(flags, set, []string{"-b"}, same)...)
 	want := "----------------\nweb[01-03] (3)\n----------------\nsame\ntwo\n" +
 		"----------------\nweb05 (1)\n----------------\nother\n"

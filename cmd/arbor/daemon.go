@@ -129,50 +129,17 @@ func (g *globalFlags) withNode(spec string, fn func(d *daemon, e control.NodeEnt
 // root is the daemon's root node.
 func (d *daemon) root() *arborctx.Remote { return d.node.Remote(0, "root") }
 
-// nodes is the daemon's tree, parents first.
-func (d *daemon) nodes() ([]control.NodeEntry, error) {
-	var es []control.NodeEntry
-	if err := d.root().Call(d.ctx, "serve.tree", nil, &es); err != nil {
-		return nil, callErr(err)
-	}
-	return es, nil
-}
-
-// resolve finds NODE: an ID, a full name, or the last hop of one name.
-// An unknown node is a usage error (exit 2).
+// resolve finds NODE in the daemon's tree (read in pages; see find).
 func (d *daemon) resolve(spec string) (control.NodeEntry, []control.NodeEntry, error) {
-	es, err := d.nodes()
+	es, err := d.tree()
 	if err != nil {
 		return control.NodeEntry{}, nil, err
 	}
-	if id, err := strconv.ParseUint(spec, 10, 32); err == nil {
-		for _, e := range es {
-			if e.ID == uint32(id) {
-				return e, es, nil
-			}
-		}
-		return control.NodeEntry{}, nil, usageErr("unknown node %s: no node with that ID in the tree at %s (see arbor tree)", spec, d.socket)
+	e, err := d.find(spec, es)
+	if err != nil {
+		return control.NodeEntry{}, nil, err
 	}
-	var byLast []control.NodeEntry
-	for _, e := range es {
-		if e.Name == spec {
-			return e, es, nil
-		}
-		if e.Name[strings.LastIndexByte(e.Name, '/')+1:] == spec {
-			byLast = append(byLast, e)
-		}
-	}
-	switch len(byLast) {
-	case 1:
-		return byLast[0], es, nil
-	case 0:
-		return control.NodeEntry{}, nil, usageErr("unknown node %q: no node with that name in the tree at %s (see arbor tree)", spec, d.socket)
-	}
-	ids := make([]string, len(byLast))
-	for i, e := range byLast {
-		ids[i] = fmt.Sprintf("%d (%s)", e.ID, e.Name)
-	}
-	return control.NodeEntry{}, nil, usageErr("node name %q is ambiguous: %s; use an ID", spec, strings.Join(ids, ", "))
+	return e, es, nil
 }
 
 // openNode attaches to the daemon and returns a session whose target is

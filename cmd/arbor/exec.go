@@ -128,6 +128,7 @@ The command's environment is the node's, less arbor's own ARBOR_* variables, plu
 	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "run the command on a pseudo-terminal on the node, stdin forwarded in raw mode (as ssh -t)")
 	cmd.Flags().BoolVarP(&interactive, "interactive", "i", false, "forward stdin even when it is a terminal")
 	f.add(cmd, true)
+	f.jsonFans = true
 	return cmd
 }
 

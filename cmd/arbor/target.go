@@ -42,6 +42,10 @@ type fanFlags struct {
 	json           bool
 	commandTimeout time.Duration
 	gateways       string
+	// jsonFans makes --json alone a fan-out (NDJSON for one target): for
+	// exec, which had no JSON form of its own. push, pull and call keep
+	// their single-target JSON.
+	jsonFans bool
 }
 
 func (f *fanFlags) add(cmd *cobra.Command, withJSON bool) {
@@ -58,7 +62,7 @@ func (f *fanFlags) add(cmd *cobra.Command, withJSON bool) {
 // many reports whether a run must fan out: more than one target, or a
 // fan-out option that changes the output.
 func (f *fanFlags) many(n int) bool {
-	return n > 1 || f.gather || f.json || f.exclude != "" || f.gateways != ""
+	return n > 1 || f.gather || f.json && f.jsonFans || f.exclude != "" || f.gateways != ""
 }
 
 // loadInventory reads --inventory, else $ARBOR_INVENTORY, else

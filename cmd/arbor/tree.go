@@ -70,14 +70,19 @@ func (d *daemon) find(spec string, es []control.NodeEntry) (control.NodeEntry, e
 		}
 		return control.NodeEntry{}, usageErr("unknown node %s: no node with that ID in the tree at %s (see arbor tree)", spec, d.socket)
 	}
-	var byLast []control.NodeEntry
+	var exact, byLast []control.NodeEntry
 	for _, e := range es {
 		if e.Name == spec {
-			return e, nil
+			exact = append(exact, e)
 		}
 		if e.Name[strings.LastIndexByte(e.Name, '/')+1:] == spec {
 			byLast = append(byLast, e)
 		}
+	}
+	if len(exact) > 0 {
+		// Two nodes with one name: sending a file to the first would be a
+		// guess. Say so, whatever else matches.
+		byLast = exact
 	}
 	switch len(byLast) {
 	case 1:

@@ -162,7 +162,7 @@ UsePAM no
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 PubkeyAuthentication yes
-AcceptEnv XDG_CACHE_HOME PATH ARBOR_*
+AcceptEnv XDG_CACHE_HOME PATH ARBOR_* TEST_*
 PrintMotd no
 MaxStartups 500
 MaxSessions 100
