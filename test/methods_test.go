@@ -382,7 +382,7 @@ func TestMethodToolErrors(t *testing.T) {
 			`spawning local\.\d+/kubectl:\{prod/web-0:app\}: the Kubernetes API cannot be reached by kubectl on node local\.\d+`)
 	}
 	cfg := filepath.Join(t.TempDir(), "config")
-	os.WriteFile(cfg, []byte("[cmd]\nplain = [\"env\", \"ARBOR_CMD_TARGET={target}\", \"/bin/sh\", \"-c\", \"{script}\"]\n"), 0o600)
+	os.WriteFile(cfg, []byte("[cmd]\nplain = [\"env\", \"CMD_TARGET={target}\", \"/bin/sh\", \"-c\", \"{script}\"]\n"), 0o600)
 	t.Setenv("ARBOR_CONFIG", cfg)
 	wantHopError(t, nil, "cmd:nosuch:x", `no cmd method "nosuch" in the config file`)
 }
@@ -391,7 +391,7 @@ func TestMethodToolErrors(t *testing.T) {
 // and by a node below it (the template travels in the spawn request).
 func TestMethodCmd(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "config")
-	err := os.WriteFile(cfg, []byte(`cmd.plain = ["env", "ARBOR_CMD_TARGET={target}", "/bin/sh", "-c", "{script}"]`+"\n"), 0o600)
+	err := os.WriteFile(cfg, []byte(`cmd.plain = ["env", "CMD_TARGET={target}", "/bin/sh", "-c", "{script}"]`+"\n"), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -399,7 +399,7 @@ func TestMethodCmd(t *testing.T) {
 	for _, path := range []string{"cmd:plain:a:b", "local/cmd:{plain:x/y}"} {
 		hops, _ := spawn.ParsePath(path)
 		_, target, _ := strings.Cut(hops[len(hops)-1].Target, ":")
-		if got := execOut(t, nil, path, "/bin/sh", "-c", "echo $ARBOR_CMD_TARGET"); got != target+"\n" {
+		if got := execOut(t, nil, path, "/bin/sh", "-c", "echo $CMD_TARGET"); got != target+"\n" {
 			t.Fatalf("%s: target %q, want %q", path, got, target)
 		}
 	}
