@@ -24,7 +24,8 @@ const (
 	HandleShutdown uint32 = 106
 	// HandleCancel cancels a running call (payload: Cancel).
 	HandleCancel uint32 = 107
-	// HandlePing answers with an empty reply; used for RTT and liveness.
+	// HandlePing answers with its own payload (a heartbeat probe echoed); used
+	// for RTT and liveness.
 	HandlePing uint32 = 108
 	// HandleSpawn asks a node to spawn a child of its own (payload: SpawnRequest).
 	HandleSpawn uint32 = 109
