@@ -349,3 +349,16 @@ func TestConnectTimeoutSaidOnce(t *testing.T) {
 		t.Fatalf("got %s\nwant exit 255 and stderr matching %s, the reason said once", res, re)
 	}
 }
+
+// TestErrorTextEscaped: an error whose text came from the tree (here a
+// node's answer naming the unknown function it was asked for) reaches the
+// terminal with its control characters escaped.
+func TestErrorTextEscaped(t *testing.T) {
+	res := runArbor(t, "call", "--to", "local", "no.such\x1b]0;owned\a\x1b[2J")
+	if res.code != 2 {
+		t.Fatalf("exit %d, want 2\n%s", res.code, res)
+	}
+	if bytes.ContainsAny(res.stderr, "\x1b\a") || !bytes.Contains(res.stderr, []byte(`\x1b]0;owned\x07\x1b[2J`)) {
+		t.Fatalf("stderr %q: want the escape sequences shown escaped", res.stderr)
+	}
+}

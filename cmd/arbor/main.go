@@ -14,6 +14,7 @@ import (
 
 	"github.com/arbor-project/arbor/agent"
 	"github.com/arbor-project/arbor/internal/errs"
+	"github.com/arbor-project/arbor/internal/logsafe"
 	"github.com/arbor-project/arbor/spawn"
 )
 
@@ -81,5 +82,12 @@ func printErr(err error) {
 	if !strings.HasPrefix(msg, errs.Prefix) {
 		msg = errs.Prefix + msg
 	}
-	fmt.Fprintln(os.Stderr, msg)
+	// Much of an error's text comes from the tree (a dead reply's reason, a
+	// remote function's message, a hop's stderr): no control character of
+	// it reaches the terminal. Lines stay lines (a hop's stderr has many).
+	lines := strings.Split(msg, "\n")
+	for i, l := range lines {
+		lines[i] = logsafe.Escape(l)
+	}
+	fmt.Fprintln(os.Stderr, strings.Join(lines, "\n"))
 }
