@@ -60,8 +60,9 @@ const EventSubscribed = "subscribed"
 
 // WatchEvent is one event of serve.watch, as the client receives it.
 type WatchEvent struct {
-	Event string `cbor:"event" json:"event"` // add_route, del_route, up, unresponsive, down
+	Event string `cbor:"event" json:"event"` // add_route, del_route, up, unresponsive, down, pool_* (see PoolBuild)
 	ID    uint32 `cbor:"id" json:"id"`
+	Path  string `cbor:"path,omitempty" json:"path,omitempty"` // pool events: the path
 	Name  string `cbor:"name" json:"name"`
 	Time  string `cbor:"time" json:"time"` // RFC 3339
 	Cause string `cbor:"cause,omitempty" json:"cause,omitempty"`
@@ -82,6 +83,25 @@ func (s *Server) register(reg *funcs.Registry) {
 	})
 	funcs.Register(reg, "serve.watch", func(ctx context.Context, c *funcs.Call, a WatchArgs) (builtin.Empty, error) {
 		return builtin.Empty{}, s.watch(ctx, c.Src, a.Handle)
+	})
+	funcs.Register(reg, "serve.acquire", func(ctx context.Context, c *funcs.Call, a AcquireArgs) (AcquireResult, error) {
+		if a.DeadlineUnixNano > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithDeadline(ctx, time.Unix(0, a.DeadlineUnixNano))
+			defer cancel()
+		}
+		id, n, err := s.pool.Acquire(ctx, c.Src, a.Path, a.Wait)
+		return AcquireResult{ID: n.ID, Name: n.Name, Lease: id}, err
+	})
+	funcs.Register(reg, "serve.release", func(_ context.Context, c *funcs.Call, a ReleaseArgs) (builtin.Empty, error) {
+		s.pool.Release(c.Src, a.Lease)
+		return builtin.Empty{}, nil
+	})
+	funcs.Register(reg, "serve.pool", func(context.Context, *funcs.Call, builtin.Empty) ([]PoolPath, error) {
+		return s.pool.List(), nil
+	})
+	funcs.Register(reg, "serve.pool.keep", func(_ context.Context, _ *funcs.Call, a KeepArgs) (builtin.Empty, error) {
+		return builtin.Empty{}, s.pool.Keep(a.Path, a.Min)
 	})
 	funcs.Register(reg, "serve.stop", func(context.Context, *funcs.Call, builtin.Empty) (builtin.Empty, error) {
 		s.stopOnce.Do(func() { close(s.stopReq) })
@@ -250,16 +270,23 @@ func (s *Server) watch(ctx context.Context, client, handle uint32) error {
 	if handle < wire.FirstDynamicHandle {
 		return fmt.Errorf("watch handle %d is not a dynamic handle", handle)
 	}
-	q := make(chan agent.TreeEvent, 4096)
+	q := make(chan WatchEvent, 4096)
 	var dropped atomic.Int64
-	unsub := s.root.Tree.Subscribe(func(e agent.TreeEvent) {
+	put := func(e WatchEvent) {
 		select {
 		case q <- e:
 		default:
 			dropped.Add(1)
 		}
+	}
+	unsub := s.root.Tree.Subscribe(func(e agent.TreeEvent) {
+		put(WatchEvent{Event: e.Kind, ID: e.ID, Name: e.Name, Time: e.Time.Format(time.RFC3339Nano), Cause: e.Cause})
 	})
 	defer unsub()
+	unsubPool := s.pool.Subscribe(func(e PoolEvent) {
+		put(WatchEvent{Event: e.Kind, ID: e.ID, Name: e.Name, Path: e.Path, Time: e.Time.Format(time.RFC3339Nano), Cause: e.Cause})
+	})
+	defer unsubPool()
 	gone := make(chan struct{})
 	var once sync.Once
 	unsubGone := s.root.Monitor.Subscribe(func(e routemonitor.Event) {
@@ -286,7 +313,7 @@ func (s *Server) watch(ctx context.Context, client, handle uint32) error {
 	for {
 		select {
 		case e := <-q:
-			body, err := wire.Marshal(WatchEvent{Event: e.Kind, ID: e.ID, Name: e.Name, Time: e.Time.Format(time.RFC3339Nano), Cause: e.Cause})
+			body, err := wire.Marshal(e)
 			if err != nil {
 				return err
 			}

@@ -34,6 +34,8 @@ type Config struct {
 	MaxWaiting int
 	// HelloTimeout bounds a client's hello once admitted (default 10 s).
 	HelloTimeout time.Duration
+	// Pool is the policy of the pool of warm nodes (nil fields: defaults).
+	Pool PoolConfig
 }
 
 func (c Config) withDefaults() Config {
@@ -75,6 +77,8 @@ type Server struct {
 	accepting atomic.Bool
 
 	spawnMu sync.Mutex // one serve.spawn at a time: reuse needs a stable index
+
+	pool *Pool
 }
 
 // NewServer prepares a server for root on ln and registers the serve.*
@@ -93,9 +97,13 @@ func NewServer(root *agent.Node, reg *funcs.Registry, ln *Listener, cfg Config) 
 		closed:  make(chan struct{}),
 	}
 	s.accepting.Store(true)
+	s.pool = newPool(s, cfg.Pool)
 	s.register(reg)
 	return s
 }
+
+// Pool is the server's pool of warm nodes (serve.acquire).
+func (s *Server) Pool() *Pool { return s.pool }
 
 // StopRequested is closed when a client has asked the server to stop.
 func (s *Server) StopRequested() <-chan struct{} { return s.stopReq }
@@ -149,6 +157,7 @@ func (s *Server) Close() error {
 		s.mu.Unlock()
 		close(s.closed)
 	})
+	s.pool.Close()
 	s.wg.Wait()
 	return nil
 }

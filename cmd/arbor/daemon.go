@@ -28,7 +28,7 @@ var socketFlag string
 func addDaemonCommands(root *cobra.Command, g *globalFlags) {
 	root.PersistentFlags().StringVar(&socketFlag, "socket", "", "arbor serve's control socket (default $"+control.EnvSocket+", else $XDG_RUNTIME_DIR/arbor/arbor.sock, else ~/.arbor/arbor.sock)")
 	root.AddCommand(newServeCmd(g), newSpawnCmd(g), newTreeCmd(g), newWatchCmd(g),
-		newPingCmd(g), newKillCmd(g), newStopCmd(g))
+		newPingCmd(g), newKillCmd(g), newStopCmd(g), newPoolCmd(g))
 }
 
 // serveStopTimeout bounds arbor serve's shutdown. The tree's own steps
@@ -161,6 +161,11 @@ func (g *globalFlags) openNode(spec string) (*session, error) {
 // one-shot tree), or else NODE of the running daemon.
 func (g *globalFlags) openTarget(to, node string) (*session, error) {
 	if to != "" {
+		if !g.noDaemon {
+			if s, ok, err := g.openPooled(to); ok {
+				return s, err
+			}
+		}
 		return g.open(to)
 	}
 	return g.openNode(node)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/arbor-project/arbor/agent"
 	"github.com/arbor-project/arbor/builtin"
@@ -18,6 +19,8 @@ import (
 func newServeCmd(g *globalFlags) *cobra.Command {
 	hb := agent.DefaultHeartbeat()
 	var maxClients int
+	pool := control.DefaultPoolConfig()
+	var exitIdle time.Duration
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Keep a tree alive behind a control socket (foreground; logs to stderr)",
@@ -28,6 +31,9 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 			}
 			if maxClients <= 0 {
 				return usageErr("--max-clients must be positive")
+			}
+			if pool.IdleTTL <= 0 || pool.MaxBuilds <= 0 || exitIdle < 0 {
+				return usageErr("--idle-ttl and --max-builds must be positive, --exit-idle not negative")
 			}
 			level := hclog.LevelFromString(g.logLevel)
 			if level == hclog.NoLevel {
@@ -60,7 +66,7 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 				ln.Close()
 				return &exitError{code: exitRemote, err: err}
 			}
-			srv := control.NewServer(root, reg, ln, control.Config{MaxClients: maxClients})
+			srv := control.NewServer(root, reg, ln, control.Config{MaxClients: maxClients, Pool: pool})
 			served := make(chan error, 1)
 			go func() { served <- srv.Serve() }()
 			sig := make(chan os.Signal, 1)
@@ -69,7 +75,15 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 			fmt.Fprintf(os.Stderr, "arbor serve: listening on %s (pid %d)\n", path, os.Getpid())
 			var why string
 			var serveErr error
+			idle := make(chan struct{})
+			if exitIdle > 0 {
+				stopIdle := make(chan struct{})
+				defer close(stopIdle)
+				go exitWhenIdle(srv, exitIdle, idle, stopIdle)
+			}
 			select {
+			case <-idle:
+				why = fmt.Sprintf("no request for %s", exitIdle)
 			case s := <-sig:
 				why = s.String()
 			case <-srv.StopRequested():
@@ -93,5 +107,26 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 	f.DurationVar(&hb.UnresponsiveAfter, "unresponsive-after", hb.UnresponsiveAfter, "a node silent this long is UNRESPONSIVE")
 	f.DurationVar(&hb.DownAfter, "down-after", hb.DownAfter, "a node silent this long is DOWN: its link closes and its subtree is removed")
 	f.IntVar(&maxClients, "max-clients", 16, "CLI clients served at once; more wait for a slot")
+	f.DurationVar(&pool.IdleTTL, "idle-ttl", pool.IdleTTL, "shut a pool node down after this long unused (unless its path's floor needs it)")
+	f.IntVar(&pool.MaxBuilds, "max-builds", pool.MaxBuilds, "builds of one pool path at once")
+	f.DurationVar(&exitIdle, "exit-idle", 0, "exit after this long with no pool request queued or running (0: never; what --persist sets)")
 	return cmd
+}
+
+// exitWhenIdle closes idle once srv's pool has had no request for d.
+func exitWhenIdle(srv *control.Server, d time.Duration, idle chan<- struct{}, stop <-chan struct{}) {
+	t := time.NewTicker(min(d/4, 250*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		since, busy := srv.Pool().IdleSince()
+		if !busy && time.Since(since) >= d {
+			close(idle)
+			return
+		}
+	}
 }

@@ -37,6 +37,10 @@ type globalFlags struct {
 
 	inventory string // --inventory: an Ansible inventory for @group and host names
 
+	noDaemon bool          // --no-daemon: one-shot --to runs build their own tree
+	persist  time.Duration // --persist: start arbor serve when none runs, exiting after this long idle
+	wait     bool          // --wait: queue on a path in backoff instead of failing at once
+
 	sources map[string]string // global flag → where its value came from (bindSettings)
 }
 
@@ -114,6 +118,9 @@ func newRootCmd() *cobra.Command {
 		return g.loadTools()
 	}
 	root.PersistentFlags().DurationVar(&g.connectTimeout, "connect-timeout", 30*time.Second, "give up on a hop that is not up after this long (connection, bootstrap and hello)")
+	root.PersistentFlags().BoolVar(&g.noDaemon, "no-daemon", false, "with --to PATH, build a private tree even when arbor serve runs")
+	root.PersistentFlags().DurationVar(&g.persist, "persist", 0, "with --to PATH, start arbor serve in the background when none runs; it exits after this long without requests")
+	root.PersistentFlags().BoolVar(&g.wait, "wait", false, "with --to PATH through arbor serve, wait for a path in backoff instead of failing at once")
 	root.PersistentFlags().StringVar(&g.inventory, "inventory", "", "Ansible inventory (INI or YAML) for @group and host names (default $ARBOR_INVENTORY, else ~/.config/arbor/inventory if present)")
 	root.AddCommand(newExecCmd(g), newCallCmd(g), newRoutesCmd(g), newPushCmd(g), newPullCmd(g), newInventoryCmd(g))
 	addDaemonCommands(root, g)
@@ -131,10 +138,11 @@ func newRootCmd() *cobra.Command {
 // session is a one-shot tree: a root in this process and the chain of hops
 // named by --to.
 type session struct {
-	root  *agent.Node
-	chain []*arborctx.Remote
-	ctx   context.Context
-	stop  context.CancelFunc
+	root    *agent.Node
+	chain   []*arborctx.Remote
+	ctx     context.Context
+	stop    context.CancelFunc
+	release func() // ends the pool lease of a session through arbor serve
 }
 
 // logger logs to stderr at --log-level; an unknown level is a usage error.
@@ -209,6 +217,9 @@ func (g *globalFlags) newRoot() (*agent.Node, context.Context, context.CancelFun
 func (s *session) last() *arborctx.Remote { return s.chain[len(s.chain)-1] }
 
 func (s *session) close() {
+	if s.release != nil {
+		s.release()
+	}
 	s.root.Close()
 	s.stop()
 }

@@ -59,6 +59,9 @@ func newWatchCmd(g *globalFlags) *cobra.Command {
 							// Escaped again here: what reaches a terminal
 							// is never a peer's raw text.
 							line := fmt.Sprintf("%s %-12s %d %s", logsafe.Escape(e.Time), logsafe.Escape(e.Event), e.ID, logsafe.Escape(e.Name))
+							if e.Path != "" && e.Path != e.Name {
+								line += " (" + logsafe.Escape(e.Path) + ")"
+							}
 							if e.Cause != "" {
 								line += ": " + logsafe.Escape(e.Cause)
 							}

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/arbor-project/arbor/agent"
+	arborctx "github.com/arbor-project/arbor/context"
+	"github.com/arbor-project/arbor/control"
+	"github.com/arbor-project/arbor/spawn"
+	"github.com/hashicorp/go-hclog"
+	"github.com/spf13/cobra"
+)
+
+// acquireGrace is how much longer than the caller's deadline the
+// serve.acquire call may last: the daemon fails the queued request at the
+// deadline with its own message, which must have time to arrive.
+const acquireGrace = 5 * time.Second
+
+// openPooled runs a one-shot --to PATH through arbor serve's pool: it
+// attaches to the daemon (starting one first with --persist), acquires
+// the path's node and returns a session on it. ok is false when no daemon
+// runs: the caller then builds its own tree, as without a daemon.
+func (g *globalFlags) openPooled(path string) (s *session, ok bool, err error) {
+	if _, err := spawn.ParsePath(path); err != nil {
+		return nil, true, usageErr("%v", err)
+	}
+	sock, err := control.SocketPath(socketFlag)
+	if err != nil {
+		return nil, false, nil
+	}
+	log, level, err := g.logger()
+	if err != nil {
+		return nil, true, err
+	}
+	ctx, stop := g.runContext()
+	o := agent.Options{Logger: log, LogLevel: level.String()}
+	n, err := control.Dial(ctx, sock, o)
+	if errors.Is(err, control.ErrNotRunning) && g.persist > 0 {
+		n, err = g.startPersist(ctx, sock, o, log)
+	}
+	if err != nil {
+		stop()
+		if errors.Is(err, control.ErrNotRunning) {
+			return nil, false, nil
+		}
+		return nil, true, &exitError{code: exitUnreachable, err: err}
+	}
+	d := &daemon{node: n, ctx: ctx, stop: stop, socket: sock, log: log}
+	res, err := d.acquire(path, g.wait)
+	if err != nil {
+		d.close()
+		return nil, true, spawnErr(err)
+	}
+	release := func() {
+		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = d.root().Call(rctx, "serve.release", control.ReleaseArgs{Lease: res.Lease}, nil)
+	}
+	return &session{root: n, chain: []*arborctx.Remote{n.Remote(res.ID, res.Name)}, ctx: ctx, stop: stop, release: release}, true, nil
+}
+
+// acquire asks the daemon's pool for path's node. The caller's deadline
+// travels as an argument, and the call itself may last acquireGrace
+// longer, so that a request that times out in the queue gets the pool's
+// message; an interrupt still ends the call at once.
+func (d *daemon) acquire(path string, wait bool) (control.AcquireResult, error) {
+	args := control.AcquireArgs{Path: path, Wait: wait}
+	ctx := d.ctx
+	if dl, ok := d.ctx.Deadline(); ok {
+		args.DeadlineUnixNano = dl.UnixNano()
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(context.WithoutCancel(d.ctx), dl.Add(acquireGrace))
+		defer cancel()
+		stop := context.AfterFunc(d.ctx, func() {
+			if errors.Is(d.ctx.Err(), context.Canceled) {
+				cancel()
+			}
+		})
+		defer stop()
+	}
+	var res control.AcquireResult
+	err := d.root().Call(ctx, "serve.acquire", args, &res)
+	return res, err
+}
+
+// startPersist starts arbor serve in the background on sock (detached,
+// its log beside the socket) to exit after --persist without requests,
+// and attaches to it once it answers.
+func (g *globalFlags) startPersist(ctx context.Context, sock string, o agent.Options, log hclog.Logger) (*agent.Node, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("arbor: --persist: %w", err)
+	}
+	dir := filepath.Dir(sock)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("arbor: --persist: %w", err)
+	}
+	logPath := filepath.Join(dir, "serve.log")
+	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("arbor: --persist: %w", err)
+	}
+	defer lf.Close()
+	args := []string{"--socket", sock, "--log-level", g.logLevel, "--ssh-path", g.sshPath,
+		"--connect-timeout", g.connectTimeout.String()}
+	add := func(flag string, vals ...string) {
+		for _, v := range vals {
+			if v != "" {
+				args = append(args, "--"+flag, v)
+			}
+		}
+	}
+	add("ssh-config", g.sshConfig)
+	add("ssh-option", g.sshOptions...)
+	add("agent-dir", g.agentDir)
+	add("tool-path", g.toolPaths...)
+	add("tool-option", g.toolOptions...)
+	add("kube-context", g.kubeContext)
+	add("kubeconfig", g.kubeconfig)
+	args = append(args, "serve", "--exit-idle", g.persist.String())
+	cmd := exec.Command(exe, args...)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("arbor: --persist: starting arbor serve: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	log.Info("started arbor serve in the background", "pid", cmd.Process.Pid, "socket", sock, "log", logPath, "exit_idle", g.persist)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n, err := control.Dial(ctx, sock, o)
+		if err == nil || !errors.Is(err, control.ErrNotRunning) || time.Now().After(deadline) {
+			return n, err
+		}
+		select {
+		case <-exited:
+			// Another --persist may have won the socket: one more try.
+			return control.Dial(ctx, sock, o)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func newPoolCmd(g *globalFlags) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "pool [--json]",
+		Short: "Show arbor serve's pool of warm nodes: paths, nodes, queued requests, backoff",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withDaemon(func(d *daemon) error {
+				var ps []control.PoolPath
+				if err := d.root().Call(d.ctx, "serve.pool", nil, &ps); err != nil {
+					return callErr(err)
+				}
+				if asJSON {
+					printJSON(ps)
+					return nil
+				}
+				fmt.Print(renderPool(ps))
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.AddCommand(newPoolKeepCmd(g))
+	return cmd
+}
+
+func newPoolKeepCmd(g *globalFlags) *cobra.Command {
+	var floor int
+	cmd := &cobra.Command{
+		Use:   "keep PATH --min N",
+		Short: "Keep at least N nodes of PATH open or building (0: none)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := spawn.ParsePath(args[0]); err != nil {
+				return usageErr("%v", err)
+			}
+			if floor < 0 {
+				return usageErr("--min must not be negative")
+			}
+			return g.withDaemon(func(d *daemon) error {
+				if err := d.root().Call(d.ctx, "serve.pool.keep", control.KeepArgs{Path: args[0], Min: floor}, nil); err != nil {
+					return callErr(err)
+				}
+				return nil
+			})
+		},
+	}
+	cmd.Flags().IntVar(&floor, "min", 0, "the floor: nodes kept open or building")
+	return cmd
+}
+
+// renderPool is arbor pool's text form.
+func renderPool(ps []control.PoolPath) string {
+	if len(ps) == 0 {
+		return "the pool is empty\n"
+	}
+	var b strings.Builder
+	for _, p := range ps {
+		fmt.Fprintf(&b, "%s  floor %d  idle TTL %s\n", p.Path, p.Floor, time.Duration(p.IdleTTLS*float64(time.Second)))
+		for _, n := range p.Nodes {
+			if n.Users > 0 {
+				fmt.Fprintf(&b, "  node %d %s  busy (%d requests)\n", n.ID, n.Name, n.Users)
+			} else {
+				fmt.Fprintf(&b, "  node %d %s  idle for %.1f s\n", n.ID, n.Name, n.IdleS)
+			}
+		}
+		if p.Building > 0 {
+			fmt.Fprintf(&b, "  building %d (for %.1f s)\n", p.Building, p.BuildingS)
+		}
+		for i, w := range p.Queue {
+			fmt.Fprintf(&b, "  queued #%d: client %d, waiting %.1f s\n", i+1, w.Client, w.WaitedS)
+		}
+		if p.LastError != "" {
+			fmt.Fprintf(&b, "  backoff: %d failed builds, next try in %.1f s; last error: %s\n", p.Failures, p.NextTryInS, p.LastError)
+		}
+	}
+	return b.String()
+}
