@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/arbor-project/arbor/targets"
 	"iter"
 	"strings"
 	"sync"
@@ -168,7 +169,7 @@ func (r *Runner) start(ts []Target) {
 		if t.Remote != nil {
 			continue
 		}
-		hops := splitPath(t.Path)
+		hops := targets.SplitHops(t.Path)
 		for k := 1; k < len(hops); k++ {
 			r.prefixes[strings.Join(hops[:k], "/")] = true
 		}
@@ -270,7 +271,7 @@ func (r *Runner) reach(ctx context.Context, t Target) (*arborctx.Remote, string,
 	if r.Root == nil {
 		return nil, "", fmt.Errorf("%starget %s: no root to spawn %s from", errs.Prefix, t.Label, t.Path)
 	}
-	hops := splitPath(t.Path)
+	hops := targets.SplitHops(t.Path)
 	if len(r.Gateways) == 0 || len(hops) > 1 {
 		rm, err := r.ensure(ctx, hops)
 		return rm, "", err
@@ -280,7 +281,7 @@ func (r *Runner) reach(ctx context.Context, t Target) (*arborctx.Remote, string,
 		if gw == nil {
 			return nil, "", fmt.Errorf("%w for %s (gateways %s)", ErrNoGateway, t.Label, strings.Join(r.Gateways, ", "))
 		}
-		gwHops := splitPath(gw.path)
+		gwHops := targets.SplitHops(gw.path)
 		if _, err := r.ensure(ctx, gwHops); err != nil {
 			r.gatewayDied(gw, err)
 			if ctx.Err() != nil {
@@ -415,24 +416,4 @@ func isClosed(c <-chan struct{}) bool {
 	default:
 		return false
 	}
-}
-
-// splitPath cuts a path into hops at the "/" outside braces and brackets.
-func splitPath(p string) []string {
-	var out []string
-	start, depth := 0, 0
-	for i := 0; i < len(p); i++ {
-		switch p[i] {
-		case '{', '[':
-			depth++
-		case '}', ']':
-			depth = max(depth-1, 0)
-		case '/':
-			if depth == 0 {
-				out = append(out, p[start:i])
-				start = i + 1
-			}
-		}
-	}
-	return append(out, p[start:])
 }

@@ -12,7 +12,7 @@ import "strings"
 func Labels(paths []string) []string {
 	hops := make([][]string, len(paths))
 	for i, p := range paths {
-		hops[i] = splitHops(p)
+		hops[i] = SplitHops(p)
 	}
 	lead, trail := commonEnds(hops)
 	for _, short := range []bool{true, false} {
@@ -71,8 +71,9 @@ func commonEnds(hops [][]string) (lead, trail int) {
 	return lead, trail
 }
 
-// splitHops cuts a path at the "/" outside braces and brackets.
-func splitHops(p string) []string {
+// SplitHops cuts a path into hops at the "/" outside braces (a braced
+// target such as chroot:{/srv/x}) and brackets (a range or an IPv6 host).
+func SplitHops(p string) []string {
 	var out []string
 	start, depth := 0, 0
 	for i := 0; i < len(p); i++ {
