@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/arbor-project/arbor/targets"
 	"iter"
 	"strings"
 	"sync"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/arbor-project/arbor/agent"
 	arborctx "github.com/arbor-project/arbor/context"
+	"github.com/arbor-project/arbor/targets"
 	"github.com/arbor-project/arbor/internal/errs"
 	"github.com/arbor-project/arbor/router"
 	"github.com/arbor-project/arbor/spawn"
