@@ -12,10 +12,10 @@ import (
 
 	"github.com/arbor-project/arbor/agent"
 	arborctx "github.com/arbor-project/arbor/context"
-	"github.com/arbor-project/arbor/targets"
 	"github.com/arbor-project/arbor/internal/errs"
 	"github.com/arbor-project/arbor/router"
 	"github.com/arbor-project/arbor/spawn"
+	"github.com/arbor-project/arbor/targets"
 )
 
 // DefaultFanout is the budget when Runner.Fanout is 0.
