@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/arbor-project/arbor/funcs"
+	"github.com/arbor-project/arbor/internal/errs"
 	"github.com/arbor-project/arbor/routemonitor"
 	"github.com/arbor-project/arbor/spawn"
 )
@@ -249,8 +250,7 @@ func (p *Pool) Acquire(ctx context.Context, client uint32, path string, wait boo
 		return id, SpawnResult{ID: n.id, Name: n.name}, nil
 	}
 	if pp.lastErr != nil && now.Before(pp.nextTry) && !wait {
-		err := fmt.Errorf("%w: %s: the last build failed %s ago (%w); next try in %s (or wait with --wait)",
-			ErrBackoff, path, now.Sub(pp.lastFail).Round(100*time.Millisecond), pp.lastErr, pp.nextTry.Sub(now).Round(100*time.Millisecond))
+		err := &backoffError{path: path, ago: now.Sub(pp.lastFail), next: pp.nextTry.Sub(now), last: pp.lastErr}
 		p.mu.Unlock()
 		return 0, SpawnResult{}, err
 	}
@@ -278,7 +278,7 @@ func (p *Pool) Acquire(ctx context.Context, client uint32, path string, wait boo
 		if pp.building > 0 {
 			what = fmt.Sprintf("build in progress for %.1f s", time.Since(pp.buildSince).Seconds())
 		} else if pp.lastErr != nil {
-			what = fmt.Sprintf("in backoff after %v", pp.lastErr)
+			what = "in backoff after a failed build: " + errs.Reason(pp.lastErr)
 		}
 		return 0, SpawnResult{}, fmt.Errorf("%w to %s (%s)", ErrPoolTimeout, path, what)
 	}
@@ -634,3 +634,18 @@ func later(a, b time.Time) time.Time {
 	}
 	return b
 }
+
+// backoffError is a request refused because its path is in backoff: it
+// matches ErrBackoff and the last build's error.
+type backoffError struct {
+	path      string
+	ago, next time.Duration
+	last      error
+}
+
+func (e *backoffError) Error() string {
+	return fmt.Sprintf("%s%s is in backoff: next try in %s (--wait queues for it); the last build, %s ago, failed: %s",
+		errs.Prefix, e.path, e.next.Round(100*time.Millisecond), e.ago.Round(10*time.Millisecond), errs.Reason(e.last))
+}
+
+func (e *backoffError) Unwrap() []error { return []error{ErrBackoff, e.last} }

@@ -109,7 +109,9 @@ func TestPoolQueueUnblock(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- gone.Remote(0, "root").Call(ctx, "serve.acquire", control.AcquireArgs{Path: "ssh:slow"}, nil) }()
+	go func() {
+		done <- gone.Remote(0, "root").Call(ctx, "serve.acquire", control.AcquireArgs{Path: "ssh:slow"}, nil)
+	}()
 	waitFor(t, "queued", func() bool { ps := srv.Pool().List(); return len(ps) == 1 && len(ps[0].Queue) == 1 })
 	gone.Close()
 	<-done
