@@ -306,15 +306,6 @@ func (l *Link) Start(onFrame FrameHandler, onClose func(error)) {
 			onClose(l.Err())
 		}
 	}()
-	go func() {
-		// The yamux session ending (peer gone, write timeout, the channel
-		// gate) ends the link.
-		select {
-		case <-l.sess.CloseChan():
-			l.Abort(l.sessionEnded())
-		case <-l.done:
-		}
-	}()
 }
 
 // Send queues a data frame for the write loop without blocking (see the
@@ -399,6 +390,10 @@ const (
 	// readBufSize buffers the read loop: enough for many small frames per
 	// read of the message stream; a larger payload bypasses it.
 	readBufSize = 16 << 10
+	// smallReadBuf is the read buffer of the read loop and of the gate
+	// until the link has carried growAfter frames (see readLoop).
+	smallReadBuf = 1 << 10
+	growAfter    = 64
 )
 
 func (l *Link) writeLoop() {
@@ -408,8 +403,14 @@ func (l *Link) writeLoop() {
 	var buf []byte
 	var batch []outFrame
 	for {
+		// The write loop also watches the yamux session: its ending (peer
+		// gone, write timeout, the channel gate) ends the link. A write
+		// under way when it ends fails and reports the same cause (write).
 		select {
 		case <-l.q.ready:
+		case <-l.sess.CloseChan():
+			l.Abort(l.sessionEnded())
+			return
 		case <-l.done:
 			return
 		}
@@ -534,7 +535,7 @@ func (l *Link) write(b []byte) error {
 	if _, err := l.msgs.Write(b); err != nil {
 		if l.sess.IsClosed() || peerGone(err) {
 			// The session ended under the write (the peer went away): the
-			// cause is that, as the session watcher would report it, not
+			// cause is that, as the write loop's session watch would report it, not
 			// yamux's "session shutdown".
 			l.Abort(l.sessionEnded())
 		} else if errors.Is(err, yamux.ErrTimeout) || errors.Is(err, yamux.ErrConnectionWriteTimeout) {
@@ -550,9 +551,17 @@ func (l *Link) write(b []byte) error {
 
 func (l *Link) readLoop(onFrame FrameHandler) {
 	defer l.loops.Done()
-	r := bufio.NewReaderSize(countingReader{l.msgs, &l.inBytes}, readBufSize)
+	// The buffer starts small and is replaced by one of readBufSize once
+	// the link has carried growAfter frames, at a moment it holds nothing:
+	// most links of a large tree are idle after the hello.
+	src := countingReader{l.msgs, &l.inBytes}
+	r := bufio.NewReaderSize(src, smallReadBuf)
+	grown := false
 	var hb [wire.HeaderSize]byte
 	for {
+		if !grown && l.inFrames.Load() >= growAfter && r.Buffered() == 0 {
+			r, grown = bufio.NewReaderSize(src, readBufSize), true
+		}
 		h, payload, err := wire.ReadFrame(r, hb[:], l.cfg.MaxMessage)
 		if err != nil {
 			select {
@@ -560,6 +569,10 @@ func (l *Link) readLoop(onFrame FrameHandler) {
 			default:
 				if isProtocolError(err) {
 					l.log.Error("closing link: bad frame from peer", "peer", l.peerID, "error", err)
+				} else if l.sess.IsClosed() {
+					// The session ended under the read: report why, as
+					// the write loop's watch of the session would.
+					err = l.sessionEnded()
 				}
 			}
 			l.Abort(err)
@@ -715,7 +728,7 @@ func (l *Link) ChannelsRefused() uint64 { return l.gate.refused.Load() }
 func (l *Link) closedOr(err error) error {
 	if l.sess.IsClosed() {
 		// The session ended (the peer went away) a moment before the
-		// link's own watcher noticed: it is closed all the same.
+		// link's write loop noticed: it is closed all the same.
 		l.Abort(l.sessionEnded())
 	}
 	select {
@@ -862,7 +875,8 @@ type gatedConn struct {
 	peer atomic.Uint32 // the node at the other end, once known
 
 	// The read side is used by yamux's receive loop alone.
-	br    *bufio.Reader
+	br    *bufio.Reader // smallReadBuf until rseen reaches growAfter, then gateReadBuf
+	rseen int           // frame headers read, up to growAfter
 	rhdr  [yamuxHeaderSize]byte
 	rout  []byte                // header bytes not yet handed to yamux
 	rbody uint64                // body bytes of the current frame not yet handed to yamux
@@ -896,7 +910,7 @@ func newGatedConn(conn io.ReadWriteCloser, c *Config, log hclog.Logger) *gatedCo
 		conn:    conn,
 		max:     c.MaxChannels,
 		log:     log,
-		br:      bufio.NewReaderSize(conn, gateReadBuf),
+		br:      bufio.NewReaderSize(conn, smallReadBuf),
 		streams: make(map[uint32]*gateStream),
 		freed:   make(chan struct{}),
 		kick:    make(chan struct{}, 1),
@@ -943,6 +957,15 @@ func (g *gatedConn) Read(p []byte) (int, error) {
 		default:
 			if n > 0 && g.br.Buffered() < yamuxHeaderSize {
 				return n, nil
+			}
+			if g.rseen < growAfter {
+				if g.rseen++; g.rseen == growAfter && g.br.Buffered() == 0 {
+					// A busy link: the full buffer, swapped in while the
+					// small one holds nothing.
+					g.br = bufio.NewReaderSize(g.conn, gateReadBuf)
+				} else if g.rseen == growAfter {
+					g.rseen-- // try again at the next header
+				}
 			}
 			if _, err := io.ReadFull(g.br, g.rhdr[:]); err != nil {
 				// n is 0 here: a partial header is yamux's to report.

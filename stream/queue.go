@@ -40,6 +40,12 @@ import (
 // answers owed to many callers.
 const DefaultControlReserve = 1 << 16
 
+// keepQueueCap is the most room the queue keeps once drained. The queue
+// starts empty and grows by append as frames wait; room past this (a
+// burst of control frames into the reserve, up to about 3.6 MiB) is
+// dropped when the write loop takes the frames, and grows again on demand.
+const keepQueueCap = 1024
+
 // frameClass is how a frame enters the queue.
 type frameClass int
 
@@ -147,8 +153,14 @@ func (q *sendQueue) wake() {
 func (q *sendQueue) take(dst []outFrame) []outFrame {
 	q.mu.Lock()
 	dst = append(dst, q.frames...)
-	clear(q.frames)
-	q.frames = q.frames[:0]
+	if cap(q.frames) > keepQueueCap {
+		// A burst past the data bound grew the queue: give the room
+		// back.
+		q.frames = nil
+	} else {
+		clear(q.frames)
+		q.frames = q.frames[:0]
+	}
 	if q.waiting > 0 {
 		close(q.room)
 		q.room = make(chan struct{})

@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -89,6 +92,85 @@ func BenchmarkTree10k(b *testing.B) {
 	}
 }
 
+// BenchmarkTree100k is BenchmarkTree10k one level deeper: fan-out 10,
+// depth 5, so 111,110 nodes, every link io.Pipe (os.Pipe would need
+// 444,440 file descriptors; the hard limit here is far below). It reports
+// the same figures. A tree that would not fit in memory is capped: a probe
+// tree of 1,110 nodes measures heap and stack per node, and the benchmark
+// builds, breadth first, the largest tree whose live memory fits in a third
+// of MemAvailable (ARBOR_TREE_NODES overrides the size). The size built
+// is in the name, as is the cap's reason when it applied.
+func BenchmarkTree100k(b *testing.B) {
+	const depth = 5
+	full := treeSize(treeFanOut, depth)
+	tr := testtree.Transport{Name: "io.Pipe", Pair: testtree.IOPipe}
+	nodes, why := full, ""
+	if v := os.Getenv("ARBOR_TREE_NODES"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			b.Fatalf("ARBOR_TREE_NODES=%q: want a positive count", v)
+		}
+		nodes, why = min(full, n), "/set"
+	} else if avail := memAvailable(b); avail > 0 {
+		probe := buildTree(b, tr, treeFanOut, 3, treeSize(treeFanOut, 3))
+		per := max(1, (probe.heap+probe.stack)/int64(treeSize(treeFanOut, 3)))
+		if fit := int(avail / 3 / per); fit < full {
+			nodes, why = fit, "/mem-capped"
+		}
+		b.Logf("probe: %d B heap+stack per node, MemAvailable %d MiB, building %d of %d nodes", per, avail>>20, nodes, full)
+	}
+	b.Run(fmt.Sprintf("%s/nodes=%d%s", tr.Name, nodes, why), func(b *testing.B) {
+		var sum treeResult
+		for range b.N {
+			r := buildTree(b, tr, treeFanOut, depth, nodes)
+			sum.converge += r.converge
+			sum.tail += r.tail
+			sum.teardown += r.teardown
+			sum.heap += r.heap
+			sum.stack += r.stack
+			sum.goroutines += r.goroutines
+		}
+		n, routes := float64(b.N), float64(nodes)
+		b.ReportMetric(float64(sum.converge.Microseconds())/1000/n, "converge-ms")
+		b.ReportMetric(float64(sum.tail.Microseconds())/n, "tail-us")
+		b.ReportMetric(float64(sum.teardown.Milliseconds())/n, "teardown-ms")
+		b.ReportMetric(float64(sum.heap)/n/routes, "heap-B/route")
+		b.ReportMetric(float64(sum.stack)/n/routes, "stack-B/route")
+		b.ReportMetric(float64(sum.goroutines)/n/routes, "goroutines/link")
+	})
+}
+
+// writeHeapProfile writes the live heap to path (ARBOR_TREE_HEAPPROFILE:
+// what a built tree keeps, before teardown).
+func writeHeapProfile(b *testing.B, path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// memAvailable is MemAvailable from /proc/meminfo in bytes, or 0.
+func memAvailable(b *testing.B) int64 {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemAvailable:" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				return 0
+			}
+			return kb << 10
+		}
+	}
+	return 0
+}
+
 type treeResult struct {
 	converge, tail time.Duration
 	teardown       time.Duration
@@ -171,8 +253,8 @@ func buildTree(b *testing.B, tr testtree.Transport, fanOut, depth, limit int) tr
 	} else {
 		select {
 		case done = <-converged:
-		case <-time.After(time.Minute):
-			b.Errorf("root routes %d of %d nodes after a minute", routed.Load(), total)
+		case <-time.After(time.Minute + time.Duration(total)*time.Millisecond):
+			b.Errorf("root routes %d of %d nodes after %s", routed.Load(), total, time.Minute+time.Duration(total)*time.Millisecond)
 		}
 	}
 	b.StopTimer()
@@ -183,6 +265,9 @@ func buildTree(b *testing.B, tr testtree.Transport, fanOut, depth, limit int) tr
 			b.Errorf("root table has %d routes, want %d", got, total)
 		}
 		after := memSnapshot()
+		if path := os.Getenv("ARBOR_TREE_HEAPPROFILE"); path != "" {
+			writeHeapProfile(b, path)
+		}
 		res.heap = int64(after.heap) - int64(before.heap)
 		res.stack = int64(after.stack) - int64(before.stack)
 		res.goroutines = after.goroutines - before.goroutines
