@@ -352,6 +352,91 @@ func TestMethodPodman(t *testing.T) {
 		`spawning local\.\d+/podman:`+stopped+`: container `+stopped+` is not running \(podman on node local\.\d+\)`)
 }
 
+// TestMethodDocker: docker exec -i into a container of an image imported
+// offline from a busybox root filesystem (no registry is reachable), as
+// root, as a numeric user, and from a node below the root; a missing and a
+// stopped container are named errors. The test starts dockerd itself when
+// none answers, and stops it by its pid.
+func TestMethodDocker(t *testing.T) {
+	needRoot(t)
+	needTool(t, "docker", "docker.io")
+	if exec.Command("docker", "version", "--format", "{{.Server.Version}}").Run() != nil {
+		dockerd, err := exec.LookPath("dockerd")
+		if err != nil {
+			t.Skipf("no docker engine here: %v", err)
+		}
+		logf, err := os.Create(filepath.Join(t.TempDir(), "dockerd.log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := exec.Command(dockerd, "--pidfile", filepath.Join(t.TempDir(), "dockerd.pid"))
+		d.Stdout, d.Stderr = logf, logf
+		if err := d.Start(); err != nil {
+			t.Skipf("dockerd cannot start here: %v", err)
+		}
+		t.Cleanup(func() {
+			d.Process.Signal(syscall.SIGTERM)
+			done := make(chan struct{})
+			go func() { d.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(patience):
+				d.Process.Kill()
+			}
+		})
+		deadline := time.Now().Add(patience)
+		for exec.Command("docker", "version", "--format", "{{.Server.Version}}").Run() != nil {
+			if time.Now().After(deadline) {
+				out, _ := os.ReadFile(logf.Name())
+				t.Skipf("dockerd did not come up here:\n%s", out)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	run := func(args ...string) (string, error) {
+		out, err := runBounded(exec.Command("docker", args...), patience)
+		return strings.TrimSpace(string(out)), err
+	}
+	base := busyboxChroot(t, "/bin/busybox")
+	if err := os.MkdirAll(filepath.Join(base, "tmp"), 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(filepath.Join(base, "tmp"), 0o1777)
+	tar, err := exec.Command("tar", "-C", base, "-c", ".").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	image := fmt.Sprintf("arbortest-busybox:%d", os.Getpid())
+	imp := exec.Command("docker", "import", "-", image)
+	imp.Stdin = strings.NewReader(string(tar))
+	if out, err := runBounded(imp, patience); err != nil {
+		t.Skipf("docker import cannot run here: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { run("rmi", "-f", image) })
+	name := fmt.Sprintf("arbortest%d", os.Getpid())
+	stopped := name + "-stopped"
+	t.Cleanup(func() { run("rm", "-f", name, stopped) })
+	if out, err := run("run", "-d", "--name", name, "--network", "none", image, "/bin/busybox", "sleep", "600"); err != nil {
+		t.Skipf("docker cannot run a container on this machine: %v\n%s", err, out)
+	}
+	if out, err := run("create", "--name", stopped, image, "/bin/busybox", "sleep", "600"); err != nil {
+		t.Fatalf("docker create: %v\n%s", err, out)
+	}
+	for _, tc := range []struct{ path, user string }{
+		{"docker:" + name, "0"},
+		{"docker:" + name + "@65534", "65534"}, // the image has no /etc/passwd
+		{"local/docker:" + name, "0"},
+	} {
+		if got := execOut(t, nil, tc.path, "/bin/id", "-u"); got != tc.user+"\n" {
+			t.Fatalf("%s: id -u = %q, want %s", tc.path, got, tc.user)
+		}
+	}
+	wantHopError(t, nil, "docker:arbor-no-such-container",
+		`spawning docker:arbor-no-such-container: container arbor-no-such-container not found by docker on node root`)
+	wantHopError(t, nil, "local/docker:"+stopped,
+		`spawning local\.\d+/docker:`+stopped+`: container `+stopped+` is not running \(docker on node local\.\d+\)`)
+}
+
 // TestMethodToolErrors: what the tools say when they cannot run here,
 // each named with its method, node and cause: a tool that is not
 // installed (on the root, and on a node below it, where --tool-path
