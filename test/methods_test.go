@@ -369,7 +369,9 @@ func TestMethodDocker(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		d := exec.Command(dockerd, "--pidfile", filepath.Join(t.TempDir(), "dockerd.pid"))
+		// No bridge and no firewall rules: the containers run with --network
+		// none, and the host's iptables stay as the other tests expect.
+		d := exec.Command(dockerd, "--pidfile", filepath.Join(t.TempDir(), "dockerd.pid"), "--iptables=false", "--bridge=none")
 		d.Stdout, d.Stderr = logf, logf
 		if err := d.Start(); err != nil {
 			t.Skipf("dockerd cannot start here: %v", err)
