@@ -149,6 +149,13 @@ func TestPoolSecondExecWarm(t *testing.T) {
 	if n := count(); n != 1 {
 		t.Fatalf("%d ssh connections for two runs through the daemon, want 1", n)
 	}
+	// ping --to goes through the pool too: the warm node, no new connection.
+	if res := s.run(t, "ping", "--to", to); res.code != 0 || !strings.Contains(string(res.stdout), "hop 1:") {
+		t.Fatalf("ping --to: %s", res)
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("%d ssh connections after ping --to through the daemon, want 1", n)
+	}
 	if res := s.run(t, arborArgs(sshFlags(sshd), []string{"--ssh-path", wrapper, "--no-daemon", "exec", "--to", to, "--", "true"})...); res.code != 0 {
 		t.Fatalf("--no-daemon: %s", res)
 	}

@@ -242,11 +242,20 @@ func pathTo(e control.NodeEntry, es []control.NodeEntry) []control.NodeEntry {
 
 func newPingCmd(g *globalFlags) *cobra.Command {
 	var asJSON bool
+	var to string
 	cmd := &cobra.Command{
-		Use:   "ping NODE",
-		Short: "Measure the round trip to NODE and to every hop on the way",
-		Args:  cobra.ExactArgs(1),
+		Use:   "ping NODE | ping --to PATH",
+		Short: "Measure the round trip to NODE (or the node at the end of PATH) and to every hop on the way",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if (to == "") == (len(args) == 0) || len(args) > 1 {
+				return usageErr("ping takes one NODE of arbor serve, or --to PATH")
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if to != "" {
+				return g.pingPath(to, asJSON)
+			}
 			return g.withNode(args[0], func(d *daemon, e control.NodeEntry, es []control.NodeEntry) error {
 				type hopRTT struct {
 					ID    uint32  `json:"id"`
@@ -276,7 +285,41 @@ func newPingCmd(g *globalFlags) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().StringVar(&to, "to", "", "path of hops: through a running arbor serve's pool, else a one-shot tree")
 	return cmd
+}
+
+// pingPath is ping --to PATH: the node at the end of PATH, from the pool
+// of a running arbor serve (or a one-shot tree), and each hop on the way
+// that this command can see.
+func (g *globalFlags) pingPath(to string, asJSON bool) error {
+	s, err := g.openTarget(to, "")
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	type hopRTT struct {
+		ID    uint32  `json:"id"`
+		Name  string  `json:"name"`
+		RTTMs float64 `json:"rtt_ms"`
+	}
+	var hops []hopRTT
+	for _, r := range s.chain {
+		rtt, err := r.Ping(s.ctx)
+		if err != nil {
+			return &exitError{code: exitUnreachable, err: err}
+		}
+		hops = append(hops, hopRTT{ID: r.ID(), Name: r.Name(), RTTMs: float64(rtt.Microseconds()) / 1000})
+	}
+	last := s.last()
+	if asJSON {
+		printJSON(map[string]any{"id": last.ID(), "name": last.Name(), "hops": hops})
+		return nil
+	}
+	for i, h := range hops {
+		fmt.Printf("hop %d: %d %s %.3f ms\n", i+1, h.ID, h.Name, h.RTTMs)
+	}
+	return nil
 }
 
 func newKillCmd(g *globalFlags) *cobra.Command {
