@@ -294,13 +294,9 @@ func (r *Router) park(ch *Channel) bool {
 // each channel has only yamux's initial window until it is claimed here
 // or accepted beyond this node (stream.Link.GrantWindow).
 func (r *Router) acceptChannels(p *Port) {
-	for {
-		s, err := p.Link.AcceptChannel(context.Background())
-		if err != nil {
-			return
-		}
-		go r.serveChannel(p, s)
-	}
+	// The link accepts them on a goroutine that runs only while channels
+	// wait, so an idle link holds no acceptor.
+	p.Link.ServeChannels(func(s net.Conn) { go r.serveChannel(p, s) })
 }
 
 // serveChannel reads the open frame of a stream that arrived on in and

@@ -35,6 +35,13 @@ type Link struct {
 	conn io.ReadWriteCloser
 	gate *gatedConn // between sess and conn: the channel limit
 
+	// The channel acceptor of ServeChannels runs only while channels the
+	// peer opened wait to be accepted. acMu guards the fields below.
+	acMu      sync.Mutex
+	acServe   func(net.Conn)
+	acRunning bool
+	accepted  uint64 // channels taken from yamux by the acceptor
+
 	// peerID is the node at the other end; hello is what the parent sent.
 	peerID uint32
 	hello  wire.Hello
@@ -700,6 +707,65 @@ func (l *Link) AcceptChannel(ctx context.Context) (net.Conn, error) {
 	return s, nil
 }
 
+// ServeChannels calls serve with every channel the peer opens, until the
+// link closes. It replaces a loop over AcceptChannel without a goroutine
+// that waits for channels all the link's life: the goroutine that calls
+// serve runs only while channels the peer opened wait to be accepted, so
+// serve must not block for long (hand the channel to a goroutine of its
+// own). It must be called at most once, and AcceptChannel must not be used
+// on the same link. Channels the peer opened before the call are served
+// too.
+func (l *Link) ServeChannels(serve func(net.Conn)) {
+	l.acMu.Lock()
+	l.acServe = serve
+	l.acMu.Unlock()
+	f := l.channelArrived
+	l.gate.onSYN.Store(&f)
+	l.channelArrived()
+}
+
+// channelArrived starts the acceptor unless it runs or nothing waits.
+// It is called by the gate, on yamux's receive loop, with the gate's lock
+// held (lock order: gate.mu, then acMu); it never blocks.
+func (l *Link) channelArrived() {
+	l.acMu.Lock()
+	start := l.acServe != nil && !l.acRunning && l.accepted < l.gate.synSeen.Load()
+	if start {
+		l.acRunning = true
+	}
+	l.acMu.Unlock()
+	if start {
+		go l.acceptLoop()
+	}
+}
+
+// acceptLoop takes the channels the gate saw the peer open from yamux and
+// hands them to serve, until none waits or the session ends. A channel
+// that yamux itself refuses (its accept backlog full) is never taken; the
+// acceptor then waits for the next one, as a permanent acceptor would.
+func (l *Link) acceptLoop() {
+	for {
+		l.acMu.Lock()
+		if l.accepted >= l.gate.synSeen.Load() {
+			l.acRunning = false
+			l.acMu.Unlock()
+			return
+		}
+		serve := l.acServe
+		l.acMu.Unlock()
+		s, err := l.sess.AcceptStream()
+		if err != nil {
+			// The session ended; the write loop ends the link. No channel
+			// arrives any more, so no acceptor starts again.
+			return
+		}
+		l.acMu.Lock()
+		l.accepted++
+		l.acMu.Unlock()
+		serve(s)
+	}
+}
+
 // GrantWindow gives a channel from AcceptChannel its full receive window
 // (Config.StreamWindow): its user has claimed it and reads it. Until then
 // the peer may send only yamux's initial 256 KiB on it, so channels
@@ -901,6 +967,10 @@ type gatedConn struct {
 	winCount int           // channels refused since winStart
 
 	refused atomic.Uint64
+	// synSeen counts the channels the peer opened that the gate let
+	// through; onSYN, when set, is called after each (g.mu held).
+	synSeen atomic.Uint64
+	onSYN   atomic.Pointer[func()]
 	kick    chan struct{}
 	injDone chan struct{}
 }
@@ -1021,6 +1091,10 @@ func (g *gatedConn) received() error {
 		st = &gateStream{inbound: true}
 		g.streams[id] = st
 		g.in++
+		g.synSeen.Add(1)
+		if f := g.onSYN.Load(); f != nil {
+			(*f)()
+		}
 	}
 	if st == nil {
 		return nil
