@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 )
@@ -57,12 +58,16 @@ func openPTY(t *testing.T) (master, slave *os.File) {
 }
 
 // runArborPTY runs the built binary with args, its stderr on a fresh
-// pseudo-terminal (stdout to a buffer, stdin /dev/null), and returns what
+// pseudo-terminal of cols columns (stdout to a buffer, stdin /dev/null), and returns what
 // the terminal received and the command's result.
-func runArborPTY(t *testing.T, args ...string) (tty string, res result) {
+func runArborPTY(t *testing.T, cols int, args ...string) (tty string, res result) {
 	t.Helper()
 	master, slave := openPTY(t)
 	defer master.Close()
+	if err := unix.IoctlSetWinsize(int(slave.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 24, Col: uint16(cols)}); err != nil {
+		slave.Close()
+		t.Fatalf("setting the pty to %d columns: %v", cols, err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, arborBin, args...)
@@ -116,14 +121,14 @@ func runArborPTY(t *testing.T, args ...string) (tty string, res result) {
 	return out.String(), res
 }
 
-// barDraw is one redraw of the progress bar as cmd/arbor/push.go writes
-// it: "\r[" 30 columns of '=' then ' ' "] " percent "% " done "/" total " "
-// rate "/s ETA " mm:ss (or --:-- once done) and padding spaces.
-var barDraw = regexp.MustCompile(`\r\[([= ]{30})\] +(\d{1,3}\.\d)% (\d+\.\d (?:B|KiB|MiB|GiB|TiB))/(\d+\.\d (?:B|KiB|MiB|GiB|TiB)) (\d+\.\d (?:B|KiB|MiB|GiB|TiB))/s ETA (\d{2,}:\d{2}|--:--) +`)
+// barDraw is one redraw of the progress bar (schollz/progressbar as
+// cmd/arbor/push.go configures it): the source's name, for -r "(file N of
+// M)", the percentage, the bar, "(done/total, rate)" and "[elapsed:left]",
+// or "[elapsed]" alone once done.
+var barDraw = regexp.MustCompile(`^(\S+)(?: \(file (\d+) of (\d+)\))? +(\d{1,3})% \|[█ ]+\| \(\S+(?: \S+)?/(\S+ \S+), \S+ \S+/s\) \[([^\]]+)\]$`)
 
-// barOutput is all a transfer may write to a terminal: one or more
-// redraws, then a newline that leaves the last one in place.
-var barOutput = regexp.MustCompile(`^(?:` + barDraw.String() + `)+\n$`)
+// elapsedOnly is the final "[elapsed]": a duration with no time left.
+var elapsedOnly = regexp.MustCompile(`^(?:\d+h)?(?:\d+m)?\d+s$`)
 
 // terminalLines is what a terminal shows after out: '\r' returns to the
 // first column and later characters overwrite earlier ones.
@@ -153,57 +158,65 @@ func terminalLines(out string) []string {
 	return lines
 }
 
-// checkBar asserts that tty is a progress bar for a transfer of total
-// ("64.0 MiB"): the first redraw is partial with a rate and a numeric
-// ETA, percentages never go back, the last redraw is a full bar at 100%,
-// and the terminal is left with exactly that line and the cursor on a
-// fresh one.
-func checkBar(t *testing.T, verb, tty, total string) {
+// checkBar asserts that tty, from a terminal of cols columns, is a
+// progress bar for name's transfer of total ("64 MiB"): every redraw fits
+// in one line of the terminal (no wrap, so no stray lines), percentages
+// never go back, the last redraw is at 100% with the elapsed time, and the
+// terminal is left with exactly that line and the cursor on a fresh one.
+// It returns the redraws' submatches.
+func checkBar(t *testing.T, verb, tty, name, total string, cols int) [][]string {
 	t.Helper()
-	if !barOutput.MatchString(tty) {
-		t.Fatalf("%s: terminal output is not progress bar redraws ending in a newline: %q", verb, tty)
+	if !strings.HasSuffix(tty, "\n") || strings.Count(tty, "\n") != 1 {
+		t.Fatalf("%s: terminal output does not end in its only newline: %q", verb, tty)
 	}
-	draws := barDraw.FindAllStringSubmatch(tty, -1)
-	prev := -1.0
+	var draws [][]string
+	for _, seg := range strings.Split(strings.TrimSuffix(tty, "\n"), "\r") {
+		if strings.TrimSpace(seg) == "" {
+			continue // a blank of the line before a redraw
+		}
+		if w := utf8.RuneCountInString(seg); w >= cols {
+			t.Errorf("%s: redraw of %d columns on a %d-column terminal wraps: %q", verb, w, cols, seg)
+		}
+		d := barDraw.FindStringSubmatch(seg)
+		if d == nil {
+			t.Fatalf("%s: not a progress bar redraw: %q (all: %q)", verb, seg, tty)
+		}
+		draws = append(draws, d)
+	}
+	if len(draws) == 0 {
+		t.Fatalf("%s: no redraw: %q", verb, tty)
+	}
+	prev := -1
 	for i, d := range draws {
-		bar, pct, done, tot, rate, eta := d[1], d[2], d[3], d[4], d[5], d[6]
-		p, _ := strconv.ParseFloat(pct, 64)
+		p, _ := strconv.Atoi(d[4])
 		if p < prev || p > 100 {
-			t.Errorf("%s: redraw %d: %s%% after %.1f%%", verb, i, pct, prev)
+			t.Errorf("%s: redraw %d: %d%% after %d%%", verb, i, p, prev)
 		}
 		prev = p
-		if tot != total {
-			t.Errorf("%s: redraw %d: total %q, want %q", verb, i, tot, total)
-		}
-		if want := int(p * 30 / 100); strings.Count(bar, "=") != want || strings.TrimRight(bar, " ") != strings.Repeat("=", want) {
-			t.Errorf("%s: redraw %d: bar %q does not show %s%%", verb, i, bar, pct)
-		}
-		if strings.HasPrefix(rate, "0.0 ") {
-			t.Errorf("%s: redraw %d: rate %q", verb, i, rate)
+		if d[1] != name || d[5] != total {
+			t.Errorf("%s: redraw %d: %q of %q, want %q of %q", verb, i, d[1], d[5], name, total)
 		}
 		last := i == len(draws)-1
 		switch {
-		case last && (p != 100 || done != total || eta != "--:--"):
-			t.Errorf("%s: last redraw %q: want 100.0%% of %s with ETA --:--", verb, d[0], total)
-		case !last && p < 100 && eta == "--:--":
-			t.Errorf("%s: redraw %d at %s%% has no ETA: %q", verb, i, pct, d[0])
+		case last && (p != 100 || !elapsedOnly.MatchString(d[6])):
+			t.Errorf("%s: last redraw %q: want 100%% with the elapsed time alone", verb, d[0])
+		case !last && !strings.Contains(d[6], ":"):
+			t.Errorf("%s: redraw %d has no time left: %q", verb, i, d[0])
 		}
 	}
-	// The bar draws on the first chunk whatever the clock says: the test
-	// sees a partial bar with a numeric ETA however fast the transfer is.
-	if first := draws[0]; first[2] == "100.0" || first[6] == "--:--" {
-		t.Errorf("%s: first redraw %q is not a partial bar with an ETA", verb, first[0])
-	}
 	lines := terminalLines(tty)
-	want := strings.TrimRight(strings.TrimPrefix(draws[len(draws)-1][0], "\r"), " ")
+	want := strings.TrimRight(draws[len(draws)-1][0], " ")
 	if len(lines) != 1 || strings.TrimRight(lines[0], " ") != want {
 		t.Errorf("%s: terminal shows %q, want the last redraw %q alone", verb, lines, want)
 	}
+	return draws
 }
 
 // TestProgressOnTerminal pushes and pulls a 64 MiB file with stderr on a
-// real pseudo-terminal: a progress bar with rate and ETA is drawn and ends
-// on a full bar and a newline; with --quiet, or for a file under the 4 MiB
+// real 80-column pseudo-terminal (and pushes it at 200 columns and a tree
+// with -r): a progress bar with the file's name, rate and time left is
+// drawn on one line per redraw and ends at 100% with the elapsed time and
+// a newline; with --quiet, or for a file under the 4 MiB
 // threshold, the terminal receives nothing.
 func TestProgressOnTerminal(t *testing.T) {
 	dir := t.TempDir()
@@ -217,7 +230,7 @@ func TestProgressOnTerminal(t *testing.T) {
 		{"push", big, pushed},
 		{"pull", pushed, pulled},
 	} {
-		tty, res := runArborPTY(t, c.verb, "--to", "local", c.from, c.to)
+		tty, res := runArborPTY(t, 80, c.verb, "--to", "local", c.from, c.to)
 		if res.code != 0 {
 			t.Fatalf("%s: exit %d, terminal: %q", c.verb, res.code, tty)
 		}
@@ -225,7 +238,39 @@ func TestProgressOnTerminal(t *testing.T) {
 			t.Fatalf("%s: %s has SHA-256 %s, want %s", c.verb, c.to, got, want)
 		}
 		t.Logf("%s: the terminal received %d bytes, %d redraws: %.600q", c.verb, len(tty), strings.Count(tty, "\r"), tty)
-		checkBar(t, c.verb, tty, "64.0 MiB")
+		checkBar(t, c.verb, tty, filepath.Base(c.from), "64 MiB", 80)
+	}
+
+	// Wide terminal: the bar grows but still fits one line.
+	tty, res := runArborPTY(t, 200, "push", "--to", "local", big, filepath.Join(dir, "wide"))
+	if res.code != 0 {
+		t.Fatalf("push at 200 columns: exit %d, terminal: %q", res.code, tty)
+	}
+	checkBar(t, "push at 200 columns", tty, "big", "64 MiB", 200)
+
+	// A tree: "file N of M", N never going back, M the tree's file count.
+	tree := filepath.Join(dir, "tree")
+	if err := os.Mkdir(tree, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"a", "b", "c"} {
+		randomFile(t, filepath.Join(tree, n), 3<<20)
+	}
+	tty, res = runArborPTY(t, 80, "push", "-r", "--to", "local", tree, filepath.Join(dir, "treecopy"))
+	if res.code != 0 {
+		t.Fatalf("push -r: exit %d, terminal: %q", res.code, tty)
+	}
+	draws := checkBar(t, "push -r", tty, "tree", "9.0 MiB", 80)
+	n := 0
+	for i, d := range draws {
+		got, _ := strconv.Atoi(d[2])
+		if d[3] != "3" || got < n || got < 1 || got > 3 {
+			t.Errorf("push -r: redraw %d: file %q of %q after file %d, want 1..3 of 3", i, d[2], d[3], n)
+		}
+		n = got
+	}
+	if n != 3 {
+		t.Errorf("push -r: last redraw at file %d, want file 3 of 3", n)
 	}
 
 	for _, c := range []struct {
@@ -238,7 +283,7 @@ func TestProgressOnTerminal(t *testing.T) {
 		{"push under 4 MiB", []string{"push", "--to", "local", small}, filepath.Join(dir, "spushed")},
 		{"pull under 4 MiB", []string{"pull", "--to", "local", small}, filepath.Join(dir, "spulled")},
 	} {
-		tty, res := runArborPTY(t, append(c.args, c.to)...)
+		tty, res := runArborPTY(t, 80, append(c.args, c.to)...)
 		if res.code != 0 {
 			t.Fatalf("%s: exit %d, terminal: %q", c.name, res.code, tty)
 		}

@@ -5,14 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"os"
+	"path"
 	"path/filepath"
 	"time"
 
 	arborctx "github.com/arbor-project/arbor/context"
 	"github.com/arbor-project/arbor/fanout"
 	"github.com/arbor-project/arbor/transfer"
+	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 )
 
@@ -106,7 +107,7 @@ func runTransfer(g *globalFlags, f *transferFlags, verb string, args []string, f
 	o := transfer.Options{Recursive: f.recursive, Sync: f.sync, PreserveSpecial: f.preserveSpecial}
 	var bar *progressBar
 	if !f.quiet && isTerminal(os.Stderr) {
-		bar = &progressBar{start: time.Now()}
+		bar = newProgressBar(src, f.recursive)
 		o.Progress = bar.update
 	}
 	sum, err := fn(s.ctx, s.last(), src, dst, o)
@@ -130,67 +131,64 @@ func runTransfer(g *globalFlags, f *transferFlags, verb string, args []string, f
 	return nil
 }
 
-// progressBar draws one line on stderr, at most a few times a second, and
-// only for transfers larger than progressMin.
+// progressBar draws one line on stderr through schollz/progressbar, sized
+// to the terminal's width (so a redraw never wraps), only for transfers of
+// at least progressMin bytes. It names the file (and "file N of M" for a
+// tree) and ends with the elapsed time.
 type progressBar struct {
-	start, last time.Time
-	drawn       bool
-	width       int // of the widest line drawn
+	name      string // base name of the source
+	recursive bool
+	bar       *progressbar.ProgressBar
+	desc      string
 }
 
 const progressMin = 4 << 20
 
+func newProgressBar(src string, recursive bool) *progressBar {
+	name := path.Base(filepath.ToSlash(src))
+	return &progressBar{name: name, recursive: recursive}
+}
+
+// update is the transfer's Progress callback; it is called from one
+// goroutine at a time.
 func (b *progressBar) update(p transfer.Progress) {
 	if p.TotalBytes < progressMin {
 		return
 	}
-	now := time.Now()
-	if now.Sub(b.last) < 200*time.Millisecond && p.Bytes < p.TotalBytes {
-		return
+	desc := b.name
+	if b.recursive && p.TotalFiles > 0 {
+		// Files counts the files done: the one being copied is the next.
+		desc = fmt.Sprintf("%s (file %d of %d)", b.name, min(p.Files+1, p.TotalFiles), p.TotalFiles)
 	}
-	b.last = now
-	secs := now.Sub(b.start).Seconds()
-	rate := float64(p.Bytes) / max(secs, 1e-3)
-	eta := "--:--"
-	if rate > 0 && p.Bytes < p.TotalBytes {
-		// Whole seconds, rounded up: "00:00" only once nothing is left.
-		left := int(math.Ceil(float64(p.TotalBytes-p.Bytes) / rate))
-		eta = fmt.Sprintf("%02d:%02d", left/60, left%60)
+	if b.bar == nil {
+		b.bar = progressbar.NewOptions64(p.TotalBytes,
+			progressbar.OptionSetWriter(os.Stderr),
+			progressbar.OptionFullWidth(),
+			progressbar.OptionShowBytes(true),
+			progressbar.OptionUseIECUnits(true),
+			progressbar.OptionShowTotalBytes(true),
+			progressbar.OptionShowCount(),
+			progressbar.OptionSetDescription(desc),
+			progressbar.OptionThrottle(200*time.Millisecond),
+			progressbar.OptionShowElapsedTimeOnFinish(),
+			progressbar.OptionSetPredictTime(true),
+			progressbar.OptionOnCompletion(func() { fmt.Fprintln(os.Stderr) }),
+		)
+		b.desc = desc
+	} else if desc != b.desc {
+		b.bar.Describe(desc)
+		b.desc = desc
 	}
-	pct := float64(p.Bytes) * 100 / float64(p.TotalBytes)
-	const width = 30
-	fill := int(pct * width / 100)
-	bar := make([]byte, width)
-	for i := range bar {
-		bar[i] = ' '
-		if i < fill {
-			bar[i] = '='
-		}
-	}
-	line := fmt.Sprintf("[%s] %5.1f%% %s/%s %s/s ETA %s ", bar, pct,
-		humanBytes(float64(p.Bytes)), humanBytes(float64(p.TotalBytes)), humanBytes(rate), eta)
-	// A redraw only overwrites as many columns as it has: pad a line that
-	// got shorter ("256.0 KiB" becomes "2.0 MiB") so no tail of an earlier
-	// one stays on screen.
-	fmt.Fprintf(os.Stderr, "\r%s%*s", line, max(b.width-len(line), 0), "")
-	b.width = max(b.width, len(line))
-	b.drawn = true
+	_ = b.bar.Set64(p.Bytes)
 }
 
+// finish leaves the cursor on a fresh line: the bar's completion does so
+// for a transfer that reached its total; a failed one is left as it
+// stood (Exit runs the same completion).
 func (b *progressBar) finish() {
-	if b.drawn {
-		fmt.Fprintln(os.Stderr)
+	if b.bar != nil && !b.bar.IsFinished() {
+		_ = b.bar.Exit()
 	}
-}
-
-func humanBytes(n float64) string {
-	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
-	i := 0
-	for n >= 1024 && i < len(units)-1 {
-		n /= 1024
-		i++
-	}
-	return fmt.Sprintf("%.1f %s", n, units[i])
 }
 
 // runTransferMany runs push or pull over a target set. A pull's copy from
