@@ -566,8 +566,8 @@ func (l *Link) readLoop(onFrame FrameHandler) {
 	grown := false
 	var hb [wire.HeaderSize]byte
 	for {
-		if !grown && l.inFrames.Load() >= growAfter && r.Buffered() == 0 {
-			r, grown = bufio.NewReaderSize(src, readBufSize), true
+		if !grown && l.inFrames.Load() >= growAfter {
+			r, grown = growReader(r, src, readBufSize), true
 		}
 		h, payload, err := wire.ReadFrame(r, hb[:], l.cfg.MaxMessage)
 		if err != nil {
@@ -588,6 +588,17 @@ func (l *Link) readLoop(onFrame FrameHandler) {
 		l.inFrames.Add(1)
 		onFrame(h, payload)
 	}
+}
+
+// growReader replaces small, a buffered reader of src, by one of size
+// bytes. When small holds nothing the new one reads src directly; else it
+// reads through small, which hands over what it holds and then, its
+// buffer empty and every read larger than it, reads src directly too.
+func growReader(small *bufio.Reader, src io.Reader, size int) *bufio.Reader {
+	if small.Buffered() == 0 {
+		return bufio.NewReaderSize(src, size)
+	}
+	return bufio.NewReaderSize(small, size)
 }
 
 // sessionEnded is why the link ends when its yamux session has ended:
@@ -1029,12 +1040,9 @@ func (g *gatedConn) Read(p []byte) (int, error) {
 				return n, nil
 			}
 			if g.rseen < growAfter {
-				if g.rseen++; g.rseen == growAfter && g.br.Buffered() == 0 {
-					// A busy link: the full buffer, swapped in while the
-					// small one holds nothing.
-					g.br = bufio.NewReaderSize(g.conn, gateReadBuf)
-				} else if g.rseen == growAfter {
-					g.rseen-- // try again at the next header
+				if g.rseen++; g.rseen == growAfter {
+					// A busy link: the full buffer.
+					g.br = growReader(g.br, g.conn, gateReadBuf)
 				}
 			}
 			if _, err := io.ReadFull(g.br, g.rhdr[:]); err != nil {
