@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -261,6 +262,13 @@ func (d *daemon) match(g *globalFlags, set string, es []control.NodeEntry) ([]co
 		}
 	}
 	last := func(name string) string { return name[strings.LastIndexByte(name, '/')+1:] }
+	// forms are the names a node answers to: its full name and last hop,
+	// each also without the hops' methods ("gw/web01" for
+	// "ssh:gw/ssh:web01"), as labels print them.
+	forms := func(name string) []string {
+		b := bareName(name)
+		return []string{name, last(name), b, last(b)}
+	}
 	for _, it := range items {
 		switch {
 		case it == "@all":
@@ -289,7 +297,7 @@ func (d *daemon) match(g *globalFlags, set string, es []control.NodeEntry) ([]co
 		case strings.HasSuffix(it, "/*"):
 			base := strings.TrimSuffix(it, "/*")
 			for _, b := range es {
-				if b.Name != base && last(b.Name) != base && strconv.FormatUint(uint64(b.ID), 10) != base {
+				if !slices.Contains(forms(b.Name), base) && strconv.FormatUint(uint64(b.ID), 10) != base {
 					continue
 				}
 				for _, e := range es {
@@ -303,10 +311,14 @@ func (d *daemon) match(g *globalFlags, set string, es []control.NodeEntry) ([]co
 				return nil, usageErr("bad pattern %q: %v", it, err)
 			}
 			for _, e := range es {
-				full, _ := path.Match(it, e.Name)
-				short, _ := path.Match(it, last(e.Name))
-				if e.Parent != nil && (full || short) {
-					add(e)
+				if e.Parent == nil {
+					continue
+				}
+				for _, n := range forms(e.Name) {
+					if ok, _ := path.Match(it, n); ok {
+						add(e)
+						break
+					}
 				}
 			}
 		default:
@@ -317,7 +329,7 @@ func (d *daemon) match(g *globalFlags, set string, es []control.NodeEntry) ([]co
 			for _, n := range names {
 				found := false
 				for _, e := range es {
-					if e.Name == n || last(e.Name) == n || strconv.FormatUint(uint64(e.ID), 10) == n {
+					if slices.Contains(forms(e.Name), n) || strconv.FormatUint(uint64(e.ID), 10) == n {
 						add(e)
 						found = true
 					}
@@ -329,6 +341,19 @@ func (d *daemon) match(g *globalFlags, set string, es []control.NodeEntry) ([]co
 		}
 	}
 	return out, nil
+}
+
+// bareName is a node's name without the methods of its hops:
+// "gw/web01" for "ssh:gw/ssh:web01". A hop that is a plain name (set
+// with spawn --name) stays as it is.
+func bareName(name string) string {
+	hops := strings.Split(name, "/")
+	for i, h := range hops {
+		if _, rest, ok := strings.Cut(h, ":"); ok && rest != "" {
+			hops[i] = rest
+		}
+	}
+	return strings.Join(hops, "/")
 }
 
 // statusLine reports whether a live status line may be drawn: stderr is
