@@ -133,7 +133,7 @@ func (n *Node) spawn(ctx context.Context, req SpawnRequest) (SpawnResult, error)
 	if n.opts.LogLevel != "" {
 		env = append(env, "ARBOR_LOG_LEVEL="+n.opts.LogLevel)
 	}
-	l, proc, err := n.start(ctx, hop, req, hello, lcfg, env)
+	l, proc, ack, err := n.start(ctx, hop, req, hello, lcfg, env)
 	if err != nil {
 		// No link, so no route to id was ever announced: it can be
 		// handed out again.
@@ -171,7 +171,14 @@ func (n *Node) spawn(ctx context.Context, req SpawnRequest) (SpawnResult, error)
 		n.children[id] = c
 	}
 	n.mu.Unlock()
-	n.reportSpawned(port, hop, label, proc.PID())
+	// The tree shows the agent's own pid (from its hello ack), not that of
+	// the ssh or sudo process in front of it, and the host as the agent
+	// itself names it.
+	pid := ack.PID
+	if pid == 0 {
+		pid = proc.PID()
+	}
+	n.reportSpawned(port, hop, label, pid, n.childHost(ctx, hop, id, l.Hello().Name))
 	go n.reap(id, c)
 	return SpawnResult{ID: id, Name: l.Hello().Name, PID: proc.PID(), Bootstrap: proc.Bootstrap}, nil
 }
@@ -246,28 +253,27 @@ func defaultName(hop spawn.Hop) string {
 	return hop.String()
 }
 
-// start starts the process for hop and opens the link to the child.
-func (n *Node) start(ctx context.Context, hop spawn.Hop, req SpawnRequest, hello wire.Hello, lcfg *stream.Config, env []string) (*stream.Link, *spawn.Process, error) {
+// start starts the process for hop and opens the link to the child; the
+// child's hello ack carries its own pid.
+func (n *Node) start(ctx context.Context, hop spawn.Hop, req SpawnRequest, hello wire.Hello, lcfg *stream.Config, env []string) (*stream.Link, *spawn.Process, wire.HelloAck, error) {
 	if hop.Method == "local" {
-		l, proc, _, err := spawn.Local(ctx, spawn.LocalOptions{
+		return spawn.Local(ctx, spawn.LocalOptions{
 			Exe: n.opts.Exe, Env: env, Hello: hello, Link: lcfg, Logger: n.Log,
 		})
-		return l, proc, err
 	}
 	sshOpts, cleanup, err := n.sshOptions(req)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, wire.HelloAck{}, err
 	}
 	defer cleanup() // ssh has read its config once it is connected
 	tools, tcleanup, err := n.toolOptions(req)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, wire.HelloAck{}, err
 	}
 	defer tcleanup() // the tool has read its config once the link is up
 	o := spawn.RemoteOptions{Hello: hello, Link: lcfg, Logger: n.Log, Env: env, SSH: sshOpts, Tools: tools,
 		Spawner: n.Router.Name(), Binaries: n.binaries(req)}
-	l, proc, _, err := spawn.Remote(ctx, hop, o)
-	return l, proc, err
+	return spawn.Remote(ctx, hop, o)
 }
 
 // toolOptions are the method tools' settings for a spawn: the request's,

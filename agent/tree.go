@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/arbor-project/arbor/builtin"
 	arborctx "github.com/arbor-project/arbor/context"
 	"github.com/arbor-project/arbor/internal/logsafe"
 	"github.com/arbor-project/arbor/routemonitor"
@@ -297,13 +298,14 @@ func (t *Tree) FindLabel(label string) (NodeMeta, bool) {
 	return NodeMeta{}, false
 }
 
-// reportSpawned tells the root about a child that just came up. It is sent
+// reportSpawned tells the root about a child that just came up: pid is
+// the agent's own and host the one it runs on, as it names it. It is sent
 // before Spawn returns, on the link the spawn's reply takes, so the root
 // knows the child before a remote caller of agent.spawn does.
-func (n *Node) reportSpawned(p *router.Port, hop spawn.Hop, label string, pid int) {
+func (n *Node) reportSpawned(p *router.Port, hop spawn.Hop, label string, pid int, host string) {
 	ns := wire.NodeState{
 		ID: p.PeerID, Parent: n.Router.ID(), Name: p.PeerName, Label: label,
-		Method: hop.Method, Target: hop.Target, Host: hostOf(hop), PID: pid,
+		Method: hop.Method, Target: hop.Target, Host: host, PID: pid,
 		State: StateUp, Spawned: true,
 	}
 	body, err := wire.Marshal(ns)
@@ -315,8 +317,28 @@ func (n *Node) reportSpawned(p *router.Port, hop spawn.Hop, label string, pid in
 	}
 }
 
-// hostOf is the host a hop runs on: this host for local and sudo, the
-// target's host for ssh.
+// childHost is the host child id runs on as the child itself names it
+// (its agent.info hostname), so ssh, sudo and container nodes are shown
+// alike. A local child shares this node's host and is not asked; a child
+// that cannot say (an old or foreign agent, or one too slow to answer
+// within the spawn's time) is shown by its hop's host.
+func (n *Node) childHost(ctx context.Context, hop spawn.Hop, id uint32, name string) string {
+	if hop.Method == "local" {
+		host, _ := os.Hostname()
+		return host
+	}
+	ctx, cancel := context.WithTimeout(ctx, n.opts.ConnectTimeout)
+	defer cancel()
+	var info builtin.Info
+	if err := n.Remote(id, name).Call(ctx, "agent.info", nil, &info); err != nil || wire.CheckName(info.Hostname) != nil {
+		n.Log.Debug("child's hostname not known, showing its hop's", "child", id, "error", err)
+		return hostOf(hop)
+	}
+	return info.Hostname
+}
+
+// hostOf is the host a hop runs on, as far as the hop tells: this host for
+// local and sudo, the target's host for ssh.
 func hostOf(hop spawn.Hop) string {
 	if hop.Method == "ssh" {
 		h := hop.Target
