@@ -31,11 +31,22 @@ type Config struct {
 	// MaxQueued alone.
 	LinkConcurrent int
 	LinkQueued     int
+	// Inline names functions that return at once and never block (no
+	// I/O, no locks held by others, no waiting): they run on the link's
+	// read loop as the call arrives, without a hand-off to a worker, and
+	// their answer is queued as a control frame, which never waits (past
+	// the link's control reserve it is dropped, as a refusal is, and the
+	// caller's deadline ends its wait). They hold no slot of the bounds
+	// above and cannot be cancelled. A function that may block must not
+	// be named here: it would stall every frame behind it on the link.
+	Inline []string
 }
 
 // DefaultConfig: 256 concurrent calls, 4096 queued; 64 running and 1024
-// queued per child link.
-func DefaultConfig() Config { return Config{MaxConcurrent: 256, MaxQueued: 4096} }
+// queued per child link; agent.ping (the built-in no-op) runs inline.
+func DefaultConfig() Config {
+	return Config{MaxConcurrent: 256, MaxQueued: 4096, Inline: []string{"agent.ping"}}
+}
 
 type callKey struct {
 	src, replyTo uint32
@@ -63,6 +74,8 @@ type Dispatcher struct {
 	stop  context.CancelFunc
 	wg    sync.WaitGroup
 	work  chan func() // hands a call to an idle worker
+	// inline is Config.Inline; read only after Serve.
+	inline map[string]bool
 }
 
 // Serve registers CALL and CANCEL on r and runs calls from reg. values is
@@ -92,6 +105,10 @@ func Serve(r *router.Router, reg *Registry, cfg Config, values map[string]any) *
 		base:    base,
 		stop:    stop,
 		work:    make(chan func()),
+		inline:  make(map[string]bool, len(cfg.Inline)),
+	}
+	for _, fn := range cfg.Inline {
+		d.inline[fn] = true
 	}
 	// Each function applies its own policy; the handle admits everyone the
 	// router let through.
@@ -161,6 +178,10 @@ func (d *Dispatcher) onCall(m *router.Message) {
 	}
 	if e.policy == AncestorsOnly && m.Auth != d.r.ID() && !d.r.IsAncestor(m.Auth) {
 		d.refuse(m, req.Fn, KindRefused, fmt.Sprintf("refused by policy: node %d may not call %s", m.Auth, req.Fn))
+		return
+	}
+	if d.inline[req.Fn] {
+		d.runInline(m, e, req)
 		return
 	}
 	lc, ok := d.admitLink(m.Port)
@@ -290,7 +311,49 @@ func (d *Dispatcher) run(ctx context.Context, m *router.Message, e *entry, req w
 		return
 	}
 	if err := d.r.ReplyContext(d.base, m, body); err != nil {
-		d.r.Logger().Warn("could not send call result", "fn", req.Fn, "to", m.Src, "error", err)
+		// A router closing (this node shutting down, e.g. arbor stop while
+		// a watch runs) drops the answers still out: expected, not a
+		// warning.
+		if errors.Is(err, router.ErrClosed) {
+			d.r.Logger().Debug("could not send call result", "fn", req.Fn, "to", m.Src, "error", err)
+		} else {
+			d.r.Logger().Warn("could not send call result", "fn", req.Fn, "to", m.Src, "error", err)
+		}
+	}
+}
+
+// runInline runs a function of Config.Inline on the read loop and queues
+// its answer without waiting (see Config.Inline).
+func (d *Dispatcher) runInline(m *router.Message, e *entry, req wire.CallRequest) {
+	defer func() {
+		if p := recover(); p != nil {
+			d.r.Logger().Error("function panicked", "fn", req.Fn, "panic", p, "stack", string(debug.Stack()))
+			d.refuse(m, req.Fn, KindPanic, fmt.Sprintf("panic: %v", p))
+		}
+	}()
+	c := &Call{Router: d.r, Fn: req.Fn, Src: m.Src, Auth: m.Auth, Values: d.values}
+	res, err := e.invoke(d.base, c, req.Args)
+	if m.ReplyTo == wire.HandleNone {
+		return
+	}
+	if err != nil {
+		kind := KindError
+		if _, ok := errors.AsType[*argsError](err); ok {
+			kind = KindBadArgs
+		}
+		d.refuse(m, req.Fn, kind, err.Error())
+		return
+	}
+	body, err := wire.Marshal(wire.CallReply{Result: res})
+	if err == nil && uint64(len(body)) > uint64(d.r.MaxMessage()) {
+		err = &wire.TooLargeError{Size: uint64(len(body)), Max: d.r.MaxMessage()}
+	}
+	if err != nil {
+		d.refuse(m, req.Fn, KindError, "result: "+errs.Reason(err))
+		return
+	}
+	if err := d.r.Reply(m, body); err != nil {
+		d.r.Logger().Debug("could not send call result", "fn", req.Fn, "to", m.Src, "error", err)
 	}
 }
 
