@@ -1,8 +1,10 @@
 package test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/arbor-project/arbor/internal/sshdtest"
@@ -39,4 +41,39 @@ func TestServeTreeSSHNode(t *testing.T) {
 		}
 	}
 	srv.must(t, "stop")
+}
+
+// TestServeRoutesNamedNode: `routes` shows a named node's method (local),
+// not its name ("web"), both in its own table (--at web) and in the
+// root's.
+func TestServeRoutesNamedNode(t *testing.T) {
+	srv := startServe(t)
+	id, _ := srv.spawnID(t, "local", "--name", "web")
+	at := srv.must(t, "routes", "--at", "web")
+	if want := fmt.Sprintf("node %d web (method local, parent 0)\n", id); !strings.HasPrefix(at, want) {
+		t.Errorf("routes --at web:\n%s\nwant it to begin %q", at, want)
+	}
+	root := srv.must(t, "routes")
+	if want := fmt.Sprintf("%d web (local)\n", id); !strings.Contains(root, want) {
+		t.Errorf("routes:\n%s\nwant a line %q", root, want)
+	}
+}
+
+// TestServeStopQuiet: a normal `arbor stop`, with a watch running, leaves
+// no warning on serve's stderr (answers that a closing router drops are
+// expected), and the watch ends.
+func TestServeStopQuiet(t *testing.T) {
+	srv := startServe(t)
+	srv.spawnID(t, "local/local")
+	w := srv.startWatch(t)
+	srv.must(t, "stop")
+	if code := srv.r.wait(t, cliTimeout); code != 0 {
+		t.Fatalf("serve exited %d; stderr:\n%s", code, srv.r.stderr)
+	}
+	w.wait(t, cliTimeout)
+	for _, line := range strings.Split(srv.r.stderr.String(), "\n") {
+		if strings.Contains(line, "[WARN]") && !strings.Contains(line, "socket directory") {
+			t.Errorf("serve warned during a normal stop: %s", line)
+		}
+	}
 }

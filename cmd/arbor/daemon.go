@@ -404,7 +404,7 @@ func (g *globalFlags) daemonRoutes(at string, asJSON bool) error {
 			fmt.Println(string(b))
 			return nil
 		}
-		fmt.Print(renderTables([]router.Table{t}))
+		fmt.Print(renderTables([]router.Table{t}, nil))
 		return nil
 	})
 }

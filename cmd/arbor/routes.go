@@ -21,11 +21,11 @@ func newRoutesCmd(g *globalFlags) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if to == "" {
 				return g.withDaemon(func(d *daemon) error {
-					t, err := d.table(at)
+					t, methods, err := d.table(at)
 					if err != nil {
 						return err
 					}
-					printTables([]router.Table{t}, asJSON)
+					printTables([]router.Table{t}, methods, asJSON)
 					return nil
 				})
 			}
@@ -45,7 +45,7 @@ func newRoutesCmd(g *globalFlags) *cobra.Command {
 				}
 				tables = append(tables, t)
 			}
-			printTables(tables, asJSON)
+			printTables(tables, nil, asJSON)
 			return nil
 		},
 	}
@@ -56,44 +56,52 @@ func newRoutesCmd(g *globalFlags) *cobra.Command {
 }
 
 // table is the route table of node at (default the root) of the running
-// daemon, read page by page.
-func (d *daemon) table(at string) (router.Table, error) {
+// daemon, read page by page, and the method of every node of the tree by
+// ID: a named node's name ("web") does not say how it was spawned.
+func (d *daemon) table(at string) (router.Table, map[uint32]string, error) {
+	es, err := d.tree()
+	if err != nil {
+		return router.Table{}, nil, err
+	}
+	methods := make(map[uint32]string, len(es))
+	for _, e := range es {
+		methods[e.ID] = e.Method
+	}
 	var rm *arborctx.Remote
 	fn := "agent.routes"
 	if at == "" || at == "0" || at == "root" {
 		// The root's own view, without the control-socket clients.
 		rm, fn = d.root(), "serve.routes"
 	} else {
-		es, err := d.tree()
-		if err != nil {
-			return router.Table{}, err
-		}
 		e, err := d.find(at, es)
 		if err != nil {
-			return router.Table{}, err
+			return router.Table{}, nil, err
 		}
 		rm = d.node.Remote(e.ID, e.Name)
 	}
 	defer rm.Release()
 	t, err := builtin.ReadRoutes(d.ctx, rm, fn)
 	if err != nil {
-		return router.Table{}, callErr(err)
+		return router.Table{}, nil, callErr(err)
 	}
-	return t, nil
+	return t, methods, nil
 }
 
-// printTables prints route tables: as a tree each, or as JSON.
-func printTables(tables []router.Table, asJSON bool) {
+// printTables prints route tables: as a tree each, or as JSON. methods
+// (may be nil) gives nodes' methods by ID.
+func printTables(tables []router.Table, methods map[uint32]string, asJSON bool) {
 	if asJSON {
 		b, _ := json.Marshal(map[string]any{"nodes": tables})
 		fmt.Println(string(b))
 		return
 	}
-	fmt.Print(renderTables(tables))
+	fmt.Print(renderTables(tables, methods))
 }
 
-// renderTables draws each node's table as a tree with box-drawing connectors.
-func renderTables(tables []router.Table) string {
+// renderTables draws each node's table as a tree with box-drawing
+// connectors. A node's method is methods[ID] when known (methods may be
+// nil), else read from its name.
+func renderTables(tables []router.Table, methods map[uint32]string) string {
 	var b strings.Builder
 	for i, t := range tables {
 		if i > 0 {
@@ -103,7 +111,7 @@ func renderTables(tables []router.Table) string {
 		if t.Parent != nil {
 			parent = fmt.Sprint(*t.Parent)
 		}
-		fmt.Fprintf(&b, "node %d %s (method %s, parent %s)\n", t.ID, t.Name, methodOf(t), parent)
+		fmt.Fprintf(&b, "node %d %s (method %s, parent %s)\n", t.ID, t.Name, methodOf(t, methods), parent)
 		// Group routes by the child link they go through.
 		children := map[uint32][]router.RouteEntry{}
 		var order []uint32
@@ -122,7 +130,7 @@ func renderTables(tables []router.Table) string {
 			rs := children[via]
 			for ri, r := range rs {
 				if ri == 0 {
-					fmt.Fprintf(&b, "%s%d %s (%s)\n", conn, r.ID, r.Name, methodOfName(r.Name))
+					fmt.Fprintf(&b, "%s%d %s (%s)\n", conn, r.ID, r.Name, methodOfNode(r.ID, r.Name, methods))
 					continue
 				}
 				sub := "├── "
@@ -136,11 +144,20 @@ func renderTables(tables []router.Table) string {
 	return b.String()
 }
 
-func methodOf(t router.Table) string {
+func methodOf(t router.Table, methods map[uint32]string) string {
 	if t.Parent == nil {
 		return "root"
 	}
-	return methodOfName(t.Name)
+	return methodOfNode(t.ID, t.Name, methods)
+}
+
+// methodOfNode is node id's method: methods[id] when known, else read
+// from its name (right only for a node named after its hop).
+func methodOfNode(id uint32, name string, methods map[uint32]string) string {
+	if m := methods[id]; m != "" {
+		return m
+	}
+	return methodOfName(name)
 }
 
 // methodOfName reads the method from the last hop of a node name such as
