@@ -208,19 +208,28 @@ func runOne[T any](ctx context.Context, r *Runner, t Target, op Op[T]) Result[T]
 	start := time.Now()
 	defer func() { res.Seconds = time.Since(start).Seconds() }()
 	rm := t.Remote
-	if rm == nil {
-		var err error
-		rm, res.Via, err = r.reach(ctx, t)
-		if err != nil {
-			res.Err, res.Unreachable = err, true
+	for {
+		if t.Remote == nil {
+			var err error
+			rm, res.Via, err = r.reach(ctx, t)
+			if err != nil {
+				res.Err, res.Unreachable = err, true
+				res.Seconds = time.Since(start).Seconds()
+				return res
+			}
+		}
+		if !r.acquire(ctx) {
+			res.Err = ctx.Err()
 			res.Seconds = time.Since(start).Seconds()
 			return res
 		}
-	}
-	if !r.acquire(ctx) {
-		res.Err = ctx.Err()
-		res.Seconds = time.Since(start).Seconds()
-		return res
+		// A target whose gateway died while it waited for the budget
+		// has not started: it goes through another gateway.
+		if res.Via == "" || !isClosed(rm.Done()) || !r.gatewayGone(res.Via) {
+			break
+		}
+		r.release()
+		r.forget(targets.SplitHops(r.pathOf(t, res.Via)))
 	}
 	r.Progress.Running.Add(1)
 	opCtx, cancel := ctx, context.CancelFunc(func() {})
@@ -290,17 +299,11 @@ func (r *Runner) reach(ctx context.Context, t Target) (*arborctx.Remote, string,
 			continue
 		}
 		rm, err := r.ensure(ctx, append(gwHops, hops...))
-		if err != nil {
-			if gwRm, gerr := r.ensure(ctx, gwHops); gerr != nil || isClosed(gwRm.Done()) {
-				// The gateway died, not the target's own hop: try
-				// another.
-				if gerr == nil {
-					gerr = gwRm.Err()
-				}
-				r.gatewayDied(gw, gerr)
-				r.forget(append(gwHops, hops...))
-				continue
-			}
+		if err != nil && r.gatewayGone(gw.path) {
+			// The gateway died, not the target's own hop: try another
+			// (never a new node for the dead gateway).
+			r.forget(append(gwHops, hops...))
+			continue
 		}
 		return rm, gw.path, err
 	}
@@ -347,6 +350,30 @@ func (r *Runner) report(gw *gateway) {
 	if r.OnReroute != nil {
 		r.OnReroute(gw.path, gw.dead)
 	}
+}
+
+// gatewayGone reports whether the gateway at path is dead, marking it
+// dead (and reporting it) when its node has gone.
+func (r *Runner) gatewayGone(path string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, g := range r.gws {
+		if g.path != path {
+			continue
+		}
+		if g.dead != nil {
+			return true
+		}
+		if pn := r.nodes[g.path]; pn != nil && isClosed(pn.done) && pn.rm != nil && isClosed(pn.rm.Done()) {
+			g.dead = pn.rm.Err()
+			if g.dead == nil {
+				g.dead = errors.New("gone")
+			}
+			r.report(g)
+			return true
+		}
+	}
+	return false
 }
 
 func (r *Runner) forget(hops []string) {
