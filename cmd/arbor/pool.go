@@ -48,7 +48,9 @@ func (g *globalFlags) openPooled(path string) (s *session, ok bool, err error) {
 	}
 	if err != nil {
 		stop()
-		if errors.Is(err, control.ErrNotRunning) {
+		if errors.Is(err, control.ErrNotRunning) || ctx.Err() != nil {
+			// No daemon, or no time left to ask one (a --timeout shorter
+			// than a dial): the one-shot path reports it as for any run.
 			return nil, false, nil
 		}
 		return nil, true, &exitError{code: exitUnreachable, err: err}
