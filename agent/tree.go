@@ -329,8 +329,10 @@ func (n *Node) childHost(ctx context.Context, hop spawn.Hop, id uint32, name str
 	}
 	ctx, cancel := context.WithTimeout(ctx, n.opts.ConnectTimeout)
 	defer cancel()
+	rm := n.Remote(id, name)
+	defer rm.Release() // a long-lived root spawns many: no subscription left behind
 	var info builtin.Info
-	if err := n.Remote(id, name).Call(ctx, "agent.info", nil, &info); err != nil || wire.CheckName(info.Hostname) != nil {
+	if err := rm.Call(ctx, "agent.info", nil, &info); err != nil || wire.CheckName(info.Hostname) != nil {
 		n.Log.Debug("child's hostname not known, showing its hop's", "child", id, "error", err)
 		return hostOf(hop)
 	}
