@@ -362,3 +362,31 @@ func TestErrorTextEscaped(t *testing.T) {
 		t.Fatalf("stderr %q: want the escape sequences shown escaped", res.stderr)
 	}
 }
+
+// TestPingSet: ping over a set answers once a target, labelled, in the
+// default format and as NDJSON; one target keeps the hop-by-hop form.
+func TestPingSet(t *testing.T) {
+	res := runArbor(t, "ping", "-w", "local,local/local")
+	lines := strings.Split(strings.TrimSpace(string(res.stdout)), "\n")
+	if res.code != 0 || len(lines) != 2 || !strings.HasPrefix(lines[0], "local: {\"rtt_ms\":") || !strings.HasPrefix(lines[1], "local/local: {\"rtt_ms\":") {
+		t.Fatalf("ping over a set: %s", res)
+	}
+	res = runArbor(t, "ping", "-w", "local,local/local", "--json")
+	if res.code != 0 {
+		t.Fatalf("ping --json over a set: %s", res)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(string(res.stdout)), "\n") {
+		var r struct {
+			Target     string             `json:"target"`
+			ExitStatus int                `json:"exit_status"`
+			Result     map[string]float64 `json:"result"`
+		}
+		if err := json.Unmarshal([]byte(l), &r); err != nil || r.ExitStatus != 0 || r.Result["rtt_ms"] <= 0 {
+			t.Fatalf("ping --json line %q: %v", l, err)
+		}
+	}
+	res = runArbor(t, "ping", "--to", "local/local")
+	if res.code != 0 || !strings.Contains(string(res.stdout), "hop 2: ") {
+		t.Fatalf("ping --to one path: %s", res)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/arbor-project/arbor/agent"
 	arborctx "github.com/arbor-project/arbor/context"
 	"github.com/arbor-project/arbor/control"
+	"github.com/arbor-project/arbor/fanout"
 	"github.com/arbor-project/arbor/funcs"
 	"github.com/arbor-project/arbor/router"
 	"github.com/arbor-project/arbor/spawn"
@@ -243,16 +244,29 @@ func pathTo(e control.NodeEntry, es []control.NodeEntry) []control.NodeEntry {
 func newPingCmd(g *globalFlags) *cobra.Command {
 	var asJSON bool
 	var to string
+	var f fanFlags
 	cmd := &cobra.Command{
 		Use:   "ping NODE | ping --to PATH",
-		Short: "Measure the round trip to NODE (or the node at the end of PATH) and to every hop on the way",
+		Short: "Measure the round trip to NODE (or the node at the end of PATH) and to every hop on the way; over a set, to each target",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if (to == "") == (len(args) == 0) || len(args) > 1 {
-				return usageErr("ping takes one NODE of arbor serve, or --to PATH")
+				return usageErr("ping takes one NODE (or set) of arbor serve, or --to PATH (or a set)")
 			}
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			node := ""
+			if len(args) > 0 {
+				node = args[0]
+			}
+			f.json = asJSON
+			many, err := g.fansOut(to, node, &f)
+			if err != nil {
+				return err
+			}
+			if many {
+				return g.pingSet(&f, to, node)
+			}
 			if to != "" {
 				return g.pingPath(to, asJSON)
 			}
@@ -284,9 +298,25 @@ func newPingCmd(g *globalFlags) *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.Flags().StringVar(&to, "to", "", "path of hops: through a running arbor serve's pool, else a one-shot tree")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (over a set: one object per target, NDJSON)")
+	addTargetFlag(cmd, &to, "path of hops: through a running arbor serve's pool, else a one-shot tree")
+	f.add(cmd, false)
 	return cmd
+}
+
+// pingSet is ping over a target set: each target's round trip, as
+// "label: {"rtt_ms":…}" lines (or NDJSON), the summary and exit status of
+// every fan-out command.
+func (g *globalFlags) pingSet(f *fanFlags, to, node string) error {
+	fr := &fanRun{g: g, f: f, verb: "ping"}
+	return fr.run(to, node, func(ctx context.Context, t fanout.Target, rm *arborctx.Remote) (outcome, error) {
+		rtt, err := rm.Ping(ctx)
+		if err != nil {
+			return outcome{status: exitUnreachable}, err
+		}
+		ms := float64(rtt.Microseconds()) / 1000
+		return outcome{result: map[string]float64{"rtt_ms": ms}, hasResult: true}, nil
+	})
 }
 
 // pingPath is ping --to PATH: the node at the end of PATH, from the pool
