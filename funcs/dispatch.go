@@ -290,24 +290,9 @@ func (d *Dispatcher) run(ctx context.Context, m *router.Message, e *entry, req w
 	if m.ReplyTo == wire.HandleNone {
 		return
 	}
-	if err != nil {
-		kind := KindError
-		var ae *argsError
-		switch {
-		case errors.As(err, &ae):
-			kind = KindBadArgs
-		case ctx.Err() != nil && errors.Is(err, ctx.Err()):
-			kind = KindCancelled
-		}
-		d.fail(m, req.Fn, kind, err.Error())
-		return
-	}
-	body, err := wire.Marshal(wire.CallReply{Result: res})
-	if err == nil && uint64(len(body)) > uint64(d.r.MaxMessage()) {
-		err = &wire.TooLargeError{Size: uint64(len(body)), Max: d.r.MaxMessage()}
-	}
-	if err != nil {
-		d.fail(m, req.Fn, KindError, "result: "+errs.Reason(err))
+	body, kind, msg := d.replyBody(ctx, res, err)
+	if body == nil {
+		d.fail(m, req.Fn, kind, msg)
 		return
 	}
 	if err := d.r.ReplyContext(d.base, m, body); err != nil {
@@ -336,25 +321,39 @@ func (d *Dispatcher) runInline(m *router.Message, e *entry, req wire.CallRequest
 	if m.ReplyTo == wire.HandleNone {
 		return
 	}
-	if err != nil {
-		kind := KindError
-		if _, ok := errors.AsType[*argsError](err); ok {
-			kind = KindBadArgs
-		}
-		d.refuse(m, req.Fn, kind, err.Error())
-		return
-	}
-	body, err := wire.Marshal(wire.CallReply{Result: res})
-	if err == nil && uint64(len(body)) > uint64(d.r.MaxMessage()) {
-		err = &wire.TooLargeError{Size: uint64(len(body)), Max: d.r.MaxMessage()}
-	}
-	if err != nil {
-		d.refuse(m, req.Fn, KindError, "result: "+errs.Reason(err))
+	body, kind, msg := d.replyBody(d.base, res, err)
+	if body == nil {
+		d.refuse(m, req.Fn, kind, msg)
 		return
 	}
 	if err := d.r.Reply(m, body); err != nil {
 		d.r.Logger().Debug("could not send call result", "fn", req.Fn, "to", m.Src, "error", err)
 	}
+}
+
+// replyBody is a CALL's answer from what its function returned: the reply's
+// body, or (body nil) the kind and message of the error to answer with: bad
+// arguments, cancelled (ctx ended), the function's error, or a result that
+// cannot be encoded or is larger than a message.
+func (d *Dispatcher) replyBody(ctx context.Context, res []byte, err error) (body []byte, kind, msg string) {
+	if err != nil {
+		kind := KindError
+		switch {
+		case errors.As(err, new(*argsError)):
+			kind = KindBadArgs
+		case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+			kind = KindCancelled
+		}
+		return nil, kind, err.Error()
+	}
+	body, err = wire.Marshal(wire.CallReply{Result: res})
+	if err == nil && uint64(len(body)) > uint64(d.r.MaxMessage()) {
+		err = &wire.TooLargeError{Size: uint64(len(body)), Max: d.r.MaxMessage()}
+	}
+	if err != nil {
+		return nil, KindError, "result: " + errs.Reason(err)
+	}
+	return body, "", ""
 }
 
 // fail answers m with a typed error, from a worker: it may wait for room
