@@ -71,23 +71,7 @@ func BenchmarkTree10k(b *testing.B) {
 			nodes = min(full, fileBudget(b, 4*full+1024)/4)
 		}
 		b.Run(fmt.Sprintf("%s/nodes=%d", tr.Name, nodes), func(b *testing.B) {
-			var sum treeResult
-			for range b.N {
-				r := buildTree(b, tr, treeFanOut, treeDepth, nodes)
-				sum.converge += r.converge
-				sum.tail += r.tail
-				sum.teardown += r.teardown
-				sum.heap += r.heap
-				sum.stack += r.stack
-				sum.goroutines += r.goroutines
-			}
-			n, routes := float64(b.N), float64(nodes)
-			b.ReportMetric(float64(sum.converge.Microseconds())/1000/n, "converge-ms")
-			b.ReportMetric(float64(sum.tail.Microseconds())/n, "tail-us")
-			b.ReportMetric(float64(sum.teardown.Milliseconds())/n, "teardown-ms")
-			b.ReportMetric(float64(sum.heap)/n/routes, "heap-B/route")
-			b.ReportMetric(float64(sum.stack)/n/routes, "stack-B/route")
-			b.ReportMetric(float64(sum.goroutines)/n/routes, "goroutines/link")
+			runTreeBench(b, tr, treeDepth, nodes)
 		})
 	}
 }
@@ -120,24 +104,30 @@ func BenchmarkTree100k(b *testing.B) {
 		b.Logf("probe: %d B heap+stack per node, MemAvailable %d MiB, building %d of %d nodes", per, avail>>20, nodes, full)
 	}
 	b.Run(fmt.Sprintf("%s/nodes=%d%s", tr.Name, nodes, why), func(b *testing.B) {
-		var sum treeResult
-		for range b.N {
-			r := buildTree(b, tr, treeFanOut, depth, nodes)
-			sum.converge += r.converge
-			sum.tail += r.tail
-			sum.teardown += r.teardown
-			sum.heap += r.heap
-			sum.stack += r.stack
-			sum.goroutines += r.goroutines
-		}
-		n, routes := float64(b.N), float64(nodes)
-		b.ReportMetric(float64(sum.converge.Microseconds())/1000/n, "converge-ms")
-		b.ReportMetric(float64(sum.tail.Microseconds())/n, "tail-us")
-		b.ReportMetric(float64(sum.teardown.Milliseconds())/n, "teardown-ms")
-		b.ReportMetric(float64(sum.heap)/n/routes, "heap-B/route")
-		b.ReportMetric(float64(sum.stack)/n/routes, "stack-B/route")
-		b.ReportMetric(float64(sum.goroutines)/n/routes, "goroutines/link")
+		runTreeBench(b, tr, depth, nodes)
 	})
+}
+
+// runTreeBench builds a fan-out-10 tree of nodes nodes b.N times and
+// reports the averages of what buildTree measured.
+func runTreeBench(b *testing.B, tr testtree.Transport, depth, nodes int) {
+	var sum treeResult
+	for range b.N {
+		r := buildTree(b, tr, treeFanOut, depth, nodes)
+		sum.converge += r.converge
+		sum.tail += r.tail
+		sum.teardown += r.teardown
+		sum.heap += r.heap
+		sum.stack += r.stack
+		sum.goroutines += r.goroutines
+	}
+	n, routes := float64(b.N), float64(nodes)
+	b.ReportMetric(float64(sum.converge.Microseconds())/1000/n, "converge-ms")
+	b.ReportMetric(float64(sum.tail.Microseconds())/n, "tail-us")
+	b.ReportMetric(float64(sum.teardown.Milliseconds())/n, "teardown-ms")
+	b.ReportMetric(float64(sum.heap)/n/routes, "heap-B/route")
+	b.ReportMetric(float64(sum.stack)/n/routes, "stack-B/route")
+	b.ReportMetric(float64(sum.goroutines)/n/routes, "goroutines/link")
 }
 
 // writeHeapProfile writes the live heap to path (ARBOR_TREE_HEAPPROFILE:
