@@ -298,6 +298,94 @@ func TestConfigPrecedence(t *testing.T) {
 	}
 }
 
+// TestConfigFile: the config file is config.toml in $XDG_CONFIG_HOME/arbor
+// when nothing names one; $ARBOR_CONFIG names another and --config beats
+// it; arbor config says which file was read and how it was found, and the
+// precedence flag > env > file > default holds for each source of file.
+func TestConfigFile(t *testing.T) {
+	xdg := t.TempDir()
+	if err := os.MkdirAll(xdg+"/arbor", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	write := func(path, conf string) {
+		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	def := xdg + "/arbor/config.toml"
+	write(def, "[flags]\ntimeout = \"3s\"\nwait = true\n")
+	envFile := t.TempDir() + "/env.toml"
+	write(envFile, "[flags]\ntimeout = \"4s\"\n")
+	flagFile := t.TempDir() + "/flag.toml"
+	write(flagFile, "[flags]\ntimeout = \"5s\"\nconnect-timeout = \"6s\"\n")
+
+	type setting struct{ Value, Source string }
+	config := func(env []string, args ...string) (string, map[string]setting) {
+		t.Helper()
+		cmd := exec.Command(arborBin, append(args, "config", "-o", "json")...)
+		cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+xdg, "ARBOR_CONFIG=", "ARBOR_TIMEOUT=", "ARBOR_CONNECT_TIMEOUT=", "ARBOR_WAIT=")
+		cmd.Env = append(cmd.Env, env...)
+		out, err := runWithDeadline(t, cmd)
+		if err != nil {
+			t.Fatalf("arbor %q config: %v", args, err)
+		}
+		var got struct {
+			File     string `json:"config_file"`
+			Settings []struct{ Name, Value, Source string }
+		}
+		if err := json.Unmarshal([]byte(out), &got); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		m := map[string]setting{}
+		for _, s := range got.Settings {
+			m[s.Name] = setting{s.Value, s.Source}
+		}
+		return got.File, m
+	}
+	check := func(m map[string]setting, name, value, source string) {
+		t.Helper()
+		if m[name] != (setting{value, source}) {
+			t.Errorf("%s = %+v, want %q from %q", name, m[name], value, source)
+		}
+	}
+
+	file, m := config(nil)
+	if file != def {
+		t.Errorf("config file %q, want %q", file, def)
+	}
+	check(m, "config", def, "default")
+	check(m, "timeout", "3s", "config file "+def)
+	check(m, "wait", "true", "config file "+def)
+	check(m, "connect-timeout", "30s", "default")
+
+	file, m = config([]string{"ARBOR_CONFIG=" + envFile})
+	if file != envFile {
+		t.Errorf("config file %q, want $ARBOR_CONFIG's %q", file, envFile)
+	}
+	check(m, "config", envFile, "$ARBOR_CONFIG")
+	check(m, "timeout", "4s", "config file "+envFile)
+	check(m, "wait", "false", "default") // only the one file is read
+
+	file, m = config([]string{"ARBOR_CONFIG=" + envFile, "ARBOR_CONNECT_TIMEOUT=8s"}, "--config", flagFile, "--timeout", "9s")
+	if file != flagFile {
+		t.Errorf("config file %q, want --config's %q", file, flagFile)
+	}
+	check(m, "config", flagFile, "flag")
+	check(m, "timeout", "9s", "flag")
+	check(m, "connect-timeout", "8s", "$ARBOR_CONNECT_TIMEOUT")
+
+	// A file named by --config must exist; the file cannot name another.
+	cmd := exec.Command(arborBin, "--config", flagFile+".missing", "config")
+	if _, err := runWithDeadline(t, cmd); err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Fatalf("missing --config file: %v", err)
+	}
+	write(flagFile, "[flags]\nconfig = \"/etc/other.toml\"\n")
+	cmd = exec.Command(arborBin, "--config", flagFile, "config")
+	if _, err := runWithDeadline(t, cmd); err == nil || !strings.Contains(err.Error(), "cannot name the config file") {
+		t.Fatalf("config in [flags]: %v", err)
+	}
+}
+
 // TestCompletionAndMan: completing NODE of exec lists arbor serve's node
 // names; arbor man writes a page per command.
 func TestCompletionAndMan(t *testing.T) {

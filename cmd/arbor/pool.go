@@ -123,6 +123,9 @@ func (g *globalFlags) startPersist(ctx context.Context, sock string, o agent.Opt
 	add("ssh-config", g.sshConfig)
 	add("ssh-option", g.sshOptions...)
 	add("agent-dir", g.agentDir)
+	if g.sources[configFlag] == "flag" {
+		add(configFlag, g.config) // $ARBOR_CONFIG it inherits
+	}
 	add("tool-path", g.toolPaths...)
 	add("tool-option", g.toolOptions...)
 	add("kube-context", g.kubeContext)

@@ -41,6 +41,8 @@ type globalFlags struct {
 	persist  time.Duration // --persist: start arbor serve when none runs, exiting after this long idle
 	wait     bool          // --wait: queue on a path in backoff instead of failing at once
 
+	config  string            // --config: the config file (bindSettings sets the one read)
+	cfg     config.File       // the config file's content (bindSettings)
 	sources map[string]string // global flag → where its value came from (bindSettings)
 }
 
@@ -54,13 +56,9 @@ func (g *globalFlags) nodeOptions(log hclog.Logger, level string) agent.Options 
 }
 
 // loadTools reads the method tools' flags and the cmd: methods of the
-// config file (internal/config) into g.tools.
+// config file (read by bindSettings) into g.tools.
 func (g *globalFlags) loadTools() error {
-	cfg, err := config.LoadDefault()
-	if err != nil {
-		return usageErr("%v", err)
-	}
-	t := spawn.ToolOptions{Tools: map[string]spawn.Tool{}, Commands: cfg.Cmd}
+	t := spawn.ToolOptions{Tools: map[string]spawn.Tool{}, Commands: g.cfg.Cmd}
 	flag := func(name string, vals []string, set func(tool *spawn.Tool, v string)) error {
 		for _, mv := range vals {
 			m, v, ok := strings.Cut(mv, "=")
@@ -101,6 +99,7 @@ func newRootCmd() *cobra.Command {
 		Version:       versionLine(),
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
+	root.PersistentFlags().StringVar(&g.config, configFlag, "", "the config file, TOML (default $ARBOR_CONFIG, else ~/.config/arbor/config.toml); see arbor config")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", agent.LevelFromEnv("warn"), "log level for every node of the tree (trace, debug, info, warn, error); also ARBOR_LOG_LEVEL")
 	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 0, "give up after this long (0: no limit)")
 	root.PersistentFlags().StringArrayVar(&g.sshOptions, "ssh-option", nil, "ssh option KEY=VALUE for every ssh hop, passed as -o (repeatable)")

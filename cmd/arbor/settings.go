@@ -17,25 +17,49 @@ func envName(name string) string {
 	return "ARBOR_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 }
 
-// bindSettings gives every global flag (root's persistent flags) not set
-// on the command line its value from $ARBOR_<FLAG>, else from the config
-// file's [flags] table: flag > environment > file > default. sources
-// records where each came from.
+// configFlag is the global flag that names the config file; the file
+// cannot set it.
+const configFlag = "config"
+
+// configFile finds the config file: --config, else $ARBOR_CONFIG, else
+// config.DefaultPath(). explicit says the user named it (then a missing
+// file is an error); source says how.
+func (g *globalFlags) configFile(root *cobra.Command) (path string, explicit bool, source string) {
+	if root.PersistentFlags().Changed(configFlag) {
+		return g.config, true, "flag"
+	}
+	if p := os.Getenv(envName(configFlag)); p != "" {
+		return p, true, "$" + envName(configFlag)
+	}
+	return config.DefaultPath(), false, "default"
+}
+
+// bindSettings reads the config file (see configFile) into g.cfg and gives
+// every global flag (root's persistent flags) not set on the command line
+// its value from $ARBOR_<FLAG>, else from the config file's [flags]
+// table: flag > environment > file > default. sources records where each
+// came from.
 func (g *globalFlags) bindSettings(root *cobra.Command) error {
-	cfg, err := config.LoadDefault()
+	path, explicit, src := g.configFile(root)
+	g.config = path
+	cfg, err := config.Load(path, explicit)
 	if err != nil {
 		return usageErr("%v", err)
 	}
-	g.sources = map[string]string{}
+	g.cfg = cfg
+	g.sources = map[string]string{configFlag: src}
 	flags := root.PersistentFlags()
 	for name := range cfg.Flags {
+		if name == configFlag {
+			return usageErr("config file %s: [flags] cannot name the config file (use --config or $%s)", path, envName(configFlag))
+		}
 		if flags.Lookup(name) == nil {
-			return usageErr("config file %s: [flags] has %q, which is not a global flag (see arbor --help)", config.Path(), name)
+			return usageErr("config file %s: [flags] has %q, which is not a global flag (see arbor --help)", path, name)
 		}
 	}
 	var ferr error
 	flags.VisitAll(func(f *pflag.Flag) {
-		if ferr != nil {
+		if ferr != nil || f.Name == configFlag {
 			return
 		}
 		switch {
@@ -54,11 +78,11 @@ func (g *globalFlags) bindSettings(root *cobra.Command) error {
 			}
 			for _, v := range vals {
 				if err := f.Value.Set(fmt.Sprint(v)); err != nil {
-					ferr = usageErr("config file %s: flags.%s = %v: %v", config.Path(), f.Name, v, err)
+					ferr = usageErr("config file %s: flags.%s = %v: %v", path, f.Name, v, err)
 					return
 				}
 			}
-			g.sources[f.Name] = "config file " + config.Path()
+			g.sources[f.Name] = "config file " + path
 		default:
 			g.sources[f.Name] = "default"
 		}
@@ -71,12 +95,24 @@ func newConfigCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "config",
 		Short: "Print the effective global settings and where each came from (flag, $ARBOR_*, config file, default)",
+		Long: `Print the effective value of every global flag and where it came from: the command line, its
+$ARBOR_<FLAG> variable (--log-level: ARBOR_LOG_LEVEL), the config file's [flags] table, or the
+default, in that order of precedence.
+
+The config file is TOML, at --config FILE, else $ARBOR_CONFIG, else
+$XDG_CONFIG_HOME/arbor/config.toml, else ~/.config/arbor/config.toml. [flags] holds global flags by
+name (a repeatable flag takes a list); [cmd] holds the cmd: hop methods:
+
+  [flags]
+  connect-timeout = "10s"
+  ssh-option = ["ConnectTimeout=5", "User=ops"]
+  inventory = "/etc/arbor/hosts"
+
+  [cmd]
+  jail = ["jexec", "{target}", "/bin/sh", "-c", "{script}"]`,
 		Example: `  arbor config
   ARBOR_LOG_LEVEL=debug arbor config -o json
-  # ~/.config/arbor/config (TOML):
-  #   [flags]
-  #   connect-timeout = "10s"
-  #   ssh-option = ["ConnectTimeout=5"]`,
+  arbor --config ./ci.toml config            # another config file`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			type setting struct {
@@ -91,12 +127,16 @@ func newConfigCmd(g *globalFlags) *cobra.Command {
 			})
 			sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 			if asJSON {
-				printJSON(map[string]any{"config_file": config.Path(), "settings": out})
+				printJSON(map[string]any{"config_file": g.config, "settings": out})
 				return nil
 			}
-			fmt.Printf("config file: %s\n", config.Path())
+			fmt.Printf("config file: %s (%s)\n", g.config, g.sources[configFlag])
+			wn, wv := 0, 0
 			for _, s := range out {
-				fmt.Printf("%-16s %-24s %s\n", s.Name, s.Value, s.Source)
+				wn, wv = max(wn, len(s.Name)), max(wv, len(s.Value))
+			}
+			for _, s := range out {
+				fmt.Printf("%-*s %-*s %s\n", wn, s.Name, wv, s.Value, s.Source)
 			}
 			return nil
 		},

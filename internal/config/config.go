@@ -1,5 +1,7 @@
-// Package config reads arbor's config file: a TOML file at $ARBOR_CONFIG,
-// else $XDG_CONFIG_HOME/arbor/config, else ~/.config/arbor/config. A
+// Package config reads arbor's config file: a TOML file named by arbor's
+// --config flag, else $ARBOR_CONFIG, else $XDG_CONFIG_HOME/arbor/config.toml,
+// else ~/.config/arbor/config.toml (a file named "config" there, the name
+// used before config.toml, is read when there is no config.toml). A
 // missing file is an empty config; a file that does not parse, or that
 // holds a key this package does not know, is an error (a typo never goes
 // unnoticed).
@@ -47,24 +49,46 @@ type File struct {
 	Flags map[string]any `toml:"flags"`
 }
 
-// Path is where the config file is: $ARBOR_CONFIG, else
-// $XDG_CONFIG_HOME/arbor/config, else ~/.config/arbor/config ("" when
-// there is no home directory to look in).
+// FileName is the config file's name in arbor's config directory.
+const FileName = "config.toml"
+
+// legacyName is the name the file had before config.toml; it is read
+// where no config.toml is.
+const legacyName = "config"
+
+// Path is where the config file is: $ARBOR_CONFIG, else DefaultPath().
 func Path() string {
 	if p := os.Getenv(EnvVar); p != "" {
 		return p
 	}
+	return DefaultPath()
+}
+
+// DefaultPath is where the config file is when nothing names one:
+// $XDG_CONFIG_HOME/arbor/config.toml, else ~/.config/arbor/config.toml;
+// the older name "config" in that directory when it is a file and no
+// config.toml exists; "" when there is no home directory to look in.
+func DefaultPath() string {
+	var dir string
 	if x := os.Getenv("XDG_CONFIG_HOME"); strings.HasPrefix(x, "/") {
-		return filepath.Join(x, "arbor", "config")
+		dir = filepath.Join(x, "arbor")
+	} else if home, err := os.UserHomeDir(); err == nil && home != "" {
+		dir = filepath.Join(home, ".config", "arbor")
+	} else {
+		return ""
 	}
-	if home, err := os.UserHomeDir(); err == nil && home != "" {
-		return filepath.Join(home, ".config", "arbor", "config")
+	p := filepath.Join(dir, FileName)
+	if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
+		old := filepath.Join(dir, legacyName)
+		if st, err := os.Stat(old); err == nil && st.Mode().IsRegular() {
+			return old
+		}
 	}
-	return ""
+	return p
 }
 
 // Load reads the config file at path. A missing file is an empty config,
-// unless explicit says the user named it ($ARBOR_CONFIG).
+// unless explicit says the user named it (--config, $ARBOR_CONFIG).
 func Load(path string, explicit bool) (File, error) {
 	var f File
 	if path == "" {
