@@ -392,7 +392,7 @@ func TestCompletionAndMan(t *testing.T) {
 	s := startServe(t)
 	s.must(t, "spawn", "local", "--name", "web7")
 	res := s.run(t, "__complete", "exec", "")
-	if res.code != 0 || !regexp.MustCompile(`(?m)^web7$`).Match(res.stdout) {
+	if res.code != 0 || !regexp.MustCompile(`(?m)^web7(\t|$)`).Match(res.stdout) {
 		t.Fatalf("completion of exec NODE: %s", res)
 	}
 	dir := t.TempDir()

@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
+	"strings"
+
 	arborctx "github.com/arbor-project/arbor/context"
 	"github.com/arbor-project/arbor/fanout"
-	"strings"
 
 	"github.com/arbor-project/arbor/builtin"
 	"github.com/arbor-project/arbor/funcs"
@@ -21,17 +23,21 @@ func newCallCmd(g *globalFlags) *cobra.Command {
 	var list bool
 	f := &fanFlags{}
 	cmd := &cobra.Command{
-		Use:   "call (--to SET | NODE...) (FUNC [JSON-ARGS] | --list)",
+		Use:   "call (--to SET | NODE...) (FUNC [JSON-ARGS | KEY=VALUE... | KEY:=JSON...] | --list)",
 		Short: "Call a function on the last node of PATH (or NODE of arbor serve) and print its result as JSON",
 		Long: `Call a function on the last node of PATH (--to), on NODE of arbor serve, or on every target of a
 set, and print its result as one line of JSON (byte strings as base64). Arguments are one JSON
-object; --list shows the node's functions with the shapes of their arguments and results.`,
+object, or KEY=VALUE pairs (VALUE a string) and KEY:=JSON pairs (any JSON value: a number, true,
+an object), as httpie takes them; --list shows the node's functions with the shapes of their
+arguments and results.`,
 		Example: `  arbor call --to local agent.info
   arbor call --to ssh:web1 fs.list '{"path":"/etc/nginx"}'
   arbor call web2 agent.sleep '{"seconds":1.5}'       # NODE of arbor serve
+  arbor call web2 agent.sleep seconds:=1.5            # the same, as KEY:=JSON
+  arbor call --to ssh:web1 fs.stat path=/etc/hosts    # KEY=VALUE: a string
   arbor call web2 --list                              # functions and their argument shapes
   arbor call -w 'ssh:web[01-04]' -b agent.info`,
-		Args: cobra.RangeArgs(0, 3),
+		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if list {
 				return runList(g, to, args, f.json)
@@ -45,16 +51,10 @@ object; --list shows the node's functions with the shapes of their arguments and
 					return usageErr("call: --to PATH is required") // or NODE of arbor serve: call NODE FUNC
 				}
 				node, args = args[0], args[1:]
-			} else if len(args) > 2 {
-				return usageErr("call: too many arguments")
 			}
-			var fnArgs any
-			if len(args) == 2 {
-				v, err := parseJSONArgs(args[1])
-				if err != nil {
-					return usageErr("call %s: invalid JSON arguments: %v", args[0], err)
-				}
-				fnArgs = v
+			fnArgs, err := parseCallArgs(args[0], args[1:])
+			if err != nil {
+				return err
 			}
 			many, err := g.fansOut(to, node, f)
 			if err != nil {
@@ -130,6 +130,61 @@ func runList(g *globalFlags, to string, args []string, asJSON bool) error {
 		fmt.Printf("%-*s %s -> %s\n", w, sh.Name, sh.Args, sh.Result)
 	}
 	return nil
+}
+
+// keyArgRE is a KEY=VALUE or KEY:=JSON argument of call.
+var keyArgRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*:?=`)
+
+// cutKeyArg splits a KEY=VALUE or KEY:=JSON argument; raw says VALUE is
+// JSON.
+func cutKeyArg(a string) (key string, raw, ok bool) {
+	m := keyArgRE.FindString(a)
+	if m == "" {
+		return "", false, false
+	}
+	if k, found := strings.CutSuffix(m, ":="); found {
+		return k, true, true
+	}
+	return strings.TrimSuffix(m, "="), false, true
+}
+
+// parseCallArgs reads FUNC's arguments: none, one JSON value, or
+// KEY=VALUE (a string) and KEY:=JSON pairs, which make one object.
+func parseCallArgs(fn string, args []string) (any, error) {
+	if len(args) == 0 {
+		return nil, nil
+	}
+	if _, _, ok := cutKeyArg(args[0]); !ok {
+		if len(args) > 1 {
+			return nil, usageErr("call %s: too many arguments: give one JSON object or KEY=VALUE pairs", fn)
+		}
+		v, err := parseJSONArgs(args[0])
+		if err != nil {
+			return nil, usageErr("call %s: invalid JSON arguments: %v", fn, err)
+		}
+		return v, nil
+	}
+	obj := map[string]any{}
+	for _, a := range args {
+		k, raw, ok := cutKeyArg(a)
+		if !ok {
+			return nil, usageErr("call %s: argument %q: want KEY=VALUE or KEY:=JSON after the first KEY=VALUE", fn, a)
+		}
+		if _, dup := obj[k]; dup {
+			return nil, usageErr("call %s: argument %s given twice", fn, k)
+		}
+		v := a[strings.Index(a, "=")+1:]
+		if !raw {
+			obj[k] = v
+			continue
+		}
+		j, err := parseJSONArgs(v)
+		if err != nil {
+			return nil, usageErr("call %s: %s:=%s: invalid JSON: %v", fn, k, v, err)
+		}
+		obj[k] = j
+	}
+	return obj, nil
 }
 
 // parseJSONArgs decodes JSON with integers kept as integers, so they match

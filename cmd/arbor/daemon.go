@@ -194,7 +194,10 @@ func newSpawnCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "spawn PATH [--name NAME]",
 		Short: "Add a chain of nodes to the running tree, reusing the leading hops it already has",
-		Args:  cobra.ExactArgs(1),
+		Example: `  arbor spawn ssh:bastion/ssh:web1                 # prints "ID NAME"
+  arbor spawn ssh:bastion/ssh:web2 --name web2     # reuses the bastion; NODE web2 from now on
+  arbor spawn local/sudo:postgres -o json          # {"id":3,"name":"local.4711/sudo:postgres"}`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if _, err := spawn.ParsePath(args[0]); err != nil {
 				return usageErr("%v", err)
@@ -248,6 +251,10 @@ func newPingCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ping NODE | ping --to PATH",
 		Short: "Measure the round trip to NODE (or the node at the end of PATH) and to every hop on the way; over a set, to each target",
+		Example: `  arbor ping web2                                  # the round trip to NODE and to every hop on the way
+  arbor ping --to ssh:bastion/ssh:db1 -o json
+  arbor ping -w 'ssh:web[01-04]'                   # one round trip a target
+  arbor ping @all                                  # every node of arbor serve's tree`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if (to == "") == (len(args) == 0) || len(args) > 1 {
 				return usageErr("ping takes one NODE (or set) of arbor serve, or --to PATH (or a set)")
@@ -357,7 +364,9 @@ func newKillCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "kill NODE",
 		Short: "Shut NODE and its subtree down",
-		Args:  cobra.ExactArgs(1),
+		Example: `  arbor kill web2
+  arbor kill 3 -o json                             # {"id":3,"name":"local.4711/web"}`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.withNode(args[0], func(d *daemon, e control.NodeEntry, _ []control.NodeEntry) error {
 				if e.Parent == nil {
@@ -382,10 +391,13 @@ func newKillCmd(g *globalFlags) *cobra.Command {
 }
 
 func newStopCmd(g *globalFlags) *cobra.Command {
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "stop",
 		Short: "Stop arbor serve: its whole tree shuts down",
-		Args:  cobra.NoArgs,
+		Example: `  arbor stop
+  arbor --socket /tmp/arbor.sock stop -o json      # {"socket":"/tmp/arbor.sock","stopped":true}`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.withDaemon(func(d *daemon) error {
 				// The server may close this link before its answer is out: a
@@ -403,38 +415,15 @@ func newStopCmd(g *globalFlags) *cobra.Command {
 				case <-t.C:
 					return &exitError{code: exitUnreachable, err: fmt.Errorf("arbor serve at %s: stop requested but still running", d.socket)}
 				}
+				if asJSON {
+					printJSON(map[string]any{"stopped": true, "socket": d.socket})
+				} else {
+					fmt.Printf("stopped arbor serve at %s\n", d.socket)
+				}
 				return nil
 			})
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
-}
-
-// daemonRoutes prints the route table of node at (default the root) of
-// the running daemon, in the one-shot command's shapes.
-func (g *globalFlags) daemonRoutes(at string, asJSON bool) error {
-	return g.withDaemon(func(d *daemon) error {
-		var t router.Table
-		var err error
-		if at == "" || at == "0" || at == "root" {
-			// The root's own view, without the control-socket clients.
-			err = d.root().Call(d.ctx, "serve.routes", nil, &t)
-		} else {
-			e, _, rerr := d.resolve(at)
-			if rerr != nil {
-				return rerr
-			}
-			err = d.node.Remote(e.ID, e.Name).Call(d.ctx, "agent.routes", nil, &t)
-		}
-		if err != nil {
-			return callErr(err)
-		}
-		if asJSON {
-			b, _ := json.MarshalIndent(map[string]any{"nodes": []router.Table{t}}, "", "  ")
-			fmt.Println(string(b))
-			return nil
-		}
-		fmt.Print(renderTables([]router.Table{t}, nil))
-		return nil
-	})
 }

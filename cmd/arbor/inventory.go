@@ -13,7 +13,10 @@ func newInventoryCmd(g *globalFlags) *cobra.Command {
 	list := &cobra.Command{
 		Use:   "list [SET]",
 		Short: "Print the targets a set expands to (default @all): label and path, one per line",
-		Args:  cobra.MaximumNArgs(1),
+		Example: `  arbor --inventory hosts.ini inventory list          # every host (@all): label and path
+  arbor inventory list @front -o json
+  arbor inventory list 'ssh:web[01-03],@back'`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			set := "@all"
 			if len(args) == 1 {

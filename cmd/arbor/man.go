@@ -3,7 +3,6 @@ package main
 import (
 	"os"
 
-	"github.com/arbor-project/arbor/control"
 	"github.com/spf13/cobra"
 	"github.com/spf13/cobra/doc"
 )
@@ -29,35 +28,48 @@ func newManCmd() *cobra.Command {
 	}
 }
 
-// completeNodes completes NODE (the first argument) with the names and
-// IDs of arbor serve's nodes, when a server answers; nothing otherwise.
-func completeNodes(g *globalFlags) cobra.CompletionFunc {
-	return func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
-		if len(args) > 0 || cmd.Flags().Changed("to") {
-			return nil, cobra.ShellCompDirectiveDefault
-		}
-		var out []string
-		_ = g.withDaemon(func(d *daemon) error {
-			es, err := control.ReadTree(d.ctx, d.root())
-			if err != nil {
-				return err
-			}
-			for _, e := range es {
-				if e.Parent != nil {
-					out = append(out, e.Name, e.Name[lastSlash(e.Name)+1:])
-				}
-			}
-			return nil
-		})
-		return dedup(out), cobra.ShellCompDirectiveNoFileComp
-	}
+// rootExample is arbor's own Example: the main forms, one each.
+const rootExample = `  arbor exec --to ssh:bastion/ssh:db1/sudo:postgres -- psql -c 'select 1'
+  arbor call --to local/local agent.info
+  arbor exec -w 'ssh:web[01-20]' -f 8 -b -- uname -r
+  arbor serve & arbor spawn ssh:web1 --name web1 && arbor exec web1 -- uptime
+  arbor completion bash > /etc/bash_completion.d/arbor`
+
+// completionExamples are the examples of cobra's completion commands.
+var completionExamples = map[string]string{
+	"completion": `  source <(arbor completion bash)
+  arbor completion zsh > "${fpath[1]}/_arbor"
+  arbor completion fish > ~/.config/fish/completions/arbor.fish`,
+	"bash": `  source <(arbor completion bash)                          # this shell
+  arbor completion bash > /etc/bash_completion.d/arbor     # every new shell`,
+	"zsh": `  source <(arbor completion zsh)                           # this shell
+  arbor completion zsh > "${fpath[1]}/_arbor"              # every new shell (compinit)`,
+	"fish": `  arbor completion fish | source                           # this shell
+  arbor completion fish > ~/.config/fish/completions/arbor.fish`,
+	"powershell": `  arbor completion powershell | Out-String | Invoke-Expression`,
 }
 
-func lastSlash(s string) int {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == '/' {
-			return i
+// addCobraCommands adds cobra's help and completion commands now rather
+// than at Execute (so arbor man documents them), with examples; and
+// gives watch (whose file keeps none) its examples.
+func addCobraCommands(root *cobra.Command) {
+	root.Example = rootExample
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	for _, c := range root.Commands() {
+		switch c.Name() {
+		case "help":
+			c.Example = "  arbor help exec\n  arbor exec --help"
+		case "completion":
+			c.Example = completionExamples["completion"]
+			for _, sh := range c.Commands() {
+				sh.Example = completionExamples[sh.Name()]
+			}
+		case "watch":
+			if c.Example == "" {
+				c.Example = `  arbor watch                                      # route, state and pool events as they happen
+  arbor watch -o json                              # one object a line: {"event":"up","id":3,...}`
+			}
 		}
 	}
-	return -1
 }

@@ -162,7 +162,9 @@ func newPoolCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "pool [--json]",
 		Short: "Show arbor serve's pool of warm nodes: paths, nodes, queued requests, backoff",
-		Args:  cobra.NoArgs,
+		Example: `  arbor pool                                       # paths, nodes, builds, queue, backoff
+  arbor pool -o json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.withDaemon(func(d *daemon) error {
 				var ps []control.PoolPath
@@ -185,10 +187,13 @@ func newPoolCmd(g *globalFlags) *cobra.Command {
 
 func newPoolKeepCmd(g *globalFlags) *cobra.Command {
 	var floor int
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "keep PATH --min N",
 		Short: "Keep at least N nodes of PATH open or building (0: none)",
-		Args:  cobra.ExactArgs(1),
+		Example: `  arbor pool keep ssh:web1 --min 2                 # 2 nodes of ssh:web1 open or building at all times
+  arbor pool keep ssh:web1 --min 0 -o json         # no floor: {"min":0,"path":"ssh:web1"}`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if _, err := spawn.ParsePath(args[0]); err != nil {
 				return usageErr("%v", err)
@@ -200,11 +205,17 @@ func newPoolKeepCmd(g *globalFlags) *cobra.Command {
 				if err := d.root().Call(d.ctx, "serve.pool.keep", control.KeepArgs{Path: args[0], Min: floor}, nil); err != nil {
 					return callErr(err)
 				}
+				if asJSON {
+					printJSON(map[string]any{"path": args[0], "min": floor})
+				} else {
+					fmt.Printf("%s: floor %d\n", args[0], floor)
+				}
 				return nil
 			})
 		},
 	}
 	cmd.Flags().IntVar(&floor, "min", 0, "the floor: nodes kept open or building")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
 

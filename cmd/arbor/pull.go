@@ -14,6 +14,10 @@ func newPullCmd(g *globalFlags) *cobra.Command {
 				"given here, never after a name the node chooses. Nothing is written outside it, a file whose\n" +
 				"data is not the size the node declared never appears under its name, and setuid, setgid and\n" +
 				"sticky bits are dropped unless --preserve-special is given."
+			cmd.Example = `  arbor pull --to ssh:db1 /etc/postgresql/16/main/postgresql.conf ./
+  arbor pull --to ssh:db1 -r /var/log/postgresql ./logs       # a directory tree
+  arbor pull web2 /etc/hostname -                             # NODE of arbor serve, to stdout
+  arbor pull -w 'ssh:web[01-02]' /etc/hosts out/              # out/web01/hosts, out/web02/hosts`
 			cmd.Flags().BoolVar(&f.preserveSpecial, "preserve-special", false, "keep setuid, setgid and sticky bits (dropped by default)")
 		})
 }

@@ -39,7 +39,15 @@ func (f *transferFlags) add(cmd *cobra.Command) {
 
 func newPushCmd(g *globalFlags) *cobra.Command {
 	return newTransferCmd(g, "push", "push (--to PATH | NODE) [-r] LOCAL REMOTE",
-		"Copy a local file or tree (-r) to the last node of PATH (or NODE of arbor serve)", transfer.Push)
+		"Copy a local file or tree (-r) to the last node of PATH (or NODE of arbor serve)", transfer.Push,
+		func(cmd *cobra.Command, _ *transferFlags) {
+			cmd.Example = `  arbor push --to ssh:web1 ./site.tar.gz /srv/site.tar.gz
+  arbor push --to ssh:bastion/ssh:web1 -r ./conf/ /etc/app/
+  arbor push web2 ./app.tar.gz /tmp/                          # NODE of arbor serve
+  tar cz src | arbor push --to ssh:web1 - /tmp/src.tgz        # from stdin
+  arbor push --to local -o json big.iso /tmp/                 # {"bytes":…,"files":1,"seconds":…,"sha256":"…"}
+  arbor push -w 'ssh:web[01-04]' ./motd /etc/motd             # to every target of a set`
+		})
 }
 
 // newTransferCmd is push or pull: the same flags and arguments, fn moves

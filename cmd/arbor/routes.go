@@ -17,7 +17,11 @@ func newRoutesCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "routes (--to PATH | [--at NODE]) [--json]",
 		Short: "Build the chain and print every node's route table, or print NODE's table in arbor serve's tree",
-		Args:  cobra.NoArgs,
+		Example: `  arbor routes --to local/local/local          # every node's route table, as a tree
+  arbor routes --to ssh:bastion/ssh:db1 -o json
+  arbor routes                                 # arbor serve's root
+  arbor routes --at web2                       # NODE's table in arbor serve's tree`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if to == "" {
 				return g.withDaemon(func(d *daemon) error {

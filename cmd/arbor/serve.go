@@ -24,7 +24,10 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Keep a tree alive behind a control socket (foreground; logs to stderr)",
-		Args:  cobra.NoArgs,
+		Example: `  arbor serve &                                        # foreground; logs to stderr
+  arbor serve --heartbeat 1s --unresponsive-after 5s --down-after 10s
+  arbor --socket /tmp/arbor.sock serve --idle-ttl 10m --exit-idle 1h`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := hb.Validate(); err != nil {
 				return usageErr("%v", err)

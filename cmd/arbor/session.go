@@ -124,12 +124,8 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(newExecCmd(g), newCallCmd(g), newRoutesCmd(g), newPushCmd(g), newPullCmd(g), newInventoryCmd(g))
 	addDaemonCommands(root, g)
 	root.AddCommand(newVersionCmd(g), newConfigCmd(g), newManCmd())
-	for _, c := range root.Commands() {
-		switch c.Name() {
-		case "exec", "call", "push", "pull":
-			c.ValidArgsFunction = completeNodes(g)
-		}
-	}
+	addCobraCommands(root)
+	addCompletions(root, g)
 	addOutputFlags(root)
 	return root
 }

@@ -102,7 +102,9 @@ func newTreeCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "tree [--json]",
 		Short: "Show the running tree: IDs, names, methods, hosts, pids, states and heartbeat RTTs",
-		Args:  cobra.NoArgs,
+		Example: `  arbor tree
+  arbor tree -o json | jq -r '.children[].name'`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.withDaemon(func(d *daemon) error {
 				es, err := d.tree()
