@@ -32,7 +32,8 @@ func newManCmd() *cobra.Command {
 const rootExample = `  arbor exec --to ssh:bastion/ssh:db1/sudo:postgres -- psql -c 'select 1'
   arbor call --to local/local agent.info
   arbor exec -w 'ssh:web[01-20]' -f 8 -b -- uname -r
-  arbor serve & arbor spawn ssh:web1 --name web1 && arbor exec web1 -- uptime
+  arbor serve &                                   # a long-lived tree; then, against it:
+  arbor spawn ssh:web1 --name web1 && arbor exec web1 -- uptime
   arbor completion bash > /etc/bash_completion.d/arbor`
 
 // completionExamples are the examples of cobra's completion commands.
