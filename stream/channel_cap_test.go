@@ -359,7 +359,7 @@ func TestWriteTimeout(t *testing.T) {
 		// stall stops the child reading, given its link and connection.
 		stall func(child *stream.Link, conn *stallingConn)
 	}{
-		{"peer does not read its message stream", func(*stream.Link, *stallingConn) {}},
+		{"peer's read loop does not run", func(*stream.Link, *stallingConn) {}},
 		{"peer does not read its connection", func(_ *stream.Link, conn *stallingConn) { conn.stall() }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -449,9 +449,10 @@ func TestYamuxPingCloses(t *testing.T) {
 		}
 		t.Cleanup(func() { parent.Close(); a.l.Close() })
 		pe := start(parent)
-		// A ping request (SYN), written straight on the child's transport
-		// while its link is idle: one frame, in one write.
-		ping := []byte{0, yamuxPing, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7}
+		// A ping request (SYN) in a tunnel frame, written straight on the
+		// child's transport while its link is idle: one frame, in one
+		// write. It creates the parent's session, whose gate refuses it.
+		ping := wire.AppendTunnelFrame(nil, []byte{0, yamuxPing, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7})
 		if _, err := cc.Write(ping); err != nil {
 			t.Fatal(err)
 		}

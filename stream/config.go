@@ -19,10 +19,12 @@ type Config struct {
 	// HelloTimeout bounds the hello exchange when a link is opened.
 	HelloTimeout time.Duration
 	// WriteTimeout bounds how long a write to the link may make no
-	// progress: a write to the underlying connection, or a wait for the
-	// peer's window on the message stream (each 64 KiB piece of a frame
-	// must go within it). A write that times out is fatal for the link
-	// (a *WriteTimeoutError), never for the node. It is a last resort, far above
+	// progress: each write to the underlying connection (at most 64 KiB:
+	// a batch of frames, a piece of a big payload, a tunnel frame) must
+	// complete within it, watched by one timer per link whatever the
+	// connection (pipes and io.Pipe have no deadlines). A write that
+	// times out is fatal for the link (a *WriteTimeoutError), never for
+	// the node. It is a last resort, far above
 	// any heartbeat threshold: a peer that stops reading stops answering
 	// probes too, and the heartbeat closes the link first and names why.
 	// Nodes raise it above their own DownAfter.
@@ -41,8 +43,8 @@ type Config struct {
 	// beyond SendQueue before they are refused too (stream/queue.go). Zero
 	// means DefaultControlReserve.
 	ControlReserve int
-	// MaxChannels is how many channels (yamux streams other than the
-	// message stream) may be open at once in each direction of a link;
+	// MaxChannels is how many channels (streams of the link's yamux
+	// session) may be open at once in each direction of a link;
 	// zero means DefaultMaxChannels. A stream the peer opens past it is
 	// reset as it arrives, before yamux allocates anything for it, and
 	// counted (Link.ChannelsRefused); a peer with more than MaxChannels

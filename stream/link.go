@@ -3,12 +3,10 @@ package stream
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -17,7 +15,6 @@ import (
 	"github.com/arbor-project/arbor/internal/errs"
 	"github.com/arbor-project/arbor/stream/wire"
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/yamux"
 )
 
 // FrameHandler receives each frame read from a link, on the link's read
@@ -25,15 +22,43 @@ import (
 // payload.
 type FrameHandler func(h wire.Header, payload []byte)
 
-// Link is one parent–child connection: a yamux session whose first stream
-// carries routed frames. It is safe for concurrent use.
+// Link is one parent–child connection: routed message frames and, in
+// tunnel frames among them, a yamux session for bulk channels, over one
+// byte stream (PROTOCOL.md section 1). It is safe for concurrent use.
+//
+// Goroutines: a read loop and a write loop; while the link carries
+// channels, yamux's two loops, the gate's injector and, while channels
+// wait to be accepted, ServeChannels' acceptor.
+//
+// Lock order: gatedConn.wmu, then wmu; chMu, then acMu; gatedConn.mu,
+// then acMu.
 type Link struct {
-	cfg  *Config
-	log  hclog.Logger
-	sess *yamux.Session
-	msgs *yamux.Stream
-	conn io.ReadWriteCloser
-	gate *gatedConn // between sess and conn: the channel limit
+	cfg    *Config
+	log    hclog.Logger
+	conn   io.ReadWriteCloser
+	br     *bufio.Reader // the read loop's, from the hello on
+	parent bool          // this side opened the link: its yamux session is the client
+	epoch  time.Time     // origin of the write clock (wstart)
+
+	// wmu serializes writes to conn: the write loop's frames and the
+	// tunnel frames of yamux's send loop and the gate's injector. Held
+	// for a whole message frame or a whole tunnel frame.
+	wmu   sync.Mutex
+	tjoin []byte // a small tunnel frame joined for one write (wmu held)
+	// wstart is when the write to conn under way began (nanoseconds
+	// since epoch, 0: none); the watchdog closes the link when one makes
+	// no progress for WriteTimeout. wdArmed: its timer is set.
+	wstart  atomic.Int64
+	wdArmed atomic.Bool
+	wdMu    sync.Mutex
+	wd      *time.Timer
+
+	// The yamux session of the link's channels, created on first use
+	// (tunnel.go); chClosed, under chMu, stops its creation once the
+	// link has closed.
+	chMu     sync.Mutex
+	chClosed bool
+	sess     atomic.Pointer[chanSession]
 
 	// The channel acceptor of ServeChannels runs only while channels the
 	// peer opened wait to be accepted. acMu guards the fields below.
@@ -50,13 +75,14 @@ type Link struct {
 	q *sendQueue
 	// full counts data frames refused because the queue was full.
 	full atomic.Uint64
-	// inFrames and inBytes count the frames and bytes the read loop has
-	// read: the heartbeat's evidence of life. Counters, not clock reads,
-	// on the hot path.
+	// inFrames and inBytes count the message frames and their bytes the
+	// read loop has read: the heartbeat's evidence of life. Counters, not
+	// clock reads, on the hot path. Tunnel frames are not counted.
 	inFrames atomic.Uint64
 	inBytes  atomic.Uint64
-	// outBytes counts the bytes written; urgentAt is when heartbeat
-	// frames were last written (unix nanoseconds).
+	// outBytes counts the bytes written to conn, tunnel frames included;
+	// urgentAt is when heartbeat frames were last written (unix
+	// nanoseconds).
 	outBytes atomic.Uint64
 	urgentAt atomic.Int64
 
@@ -78,9 +104,9 @@ type outFrame struct {
 	flushed chan struct{}
 }
 
-// Open opens a link as the parent: it starts a yamux session on conn, sends
-// hello on the message stream and waits (at most HelloTimeout) for the
-// child's acknowledgement. On failure conn is closed.
+// Open opens a link as the parent: it sends hello on conn and waits (at
+// most HelloTimeout) for the child's acknowledgement. On failure conn is
+// closed.
 func Open(conn io.ReadWriteCloser, hello wire.Hello, cfg *Config) (*Link, wire.HelloAck, error) {
 	c, err := cfg.withDefaults()
 	if err != nil {
@@ -100,45 +126,38 @@ func Open(conn io.ReadWriteCloser, hello wire.Hello, cfg *Config) (*Link, wire.H
 	// adopts it, so the parent must read and send by it too.
 	c.MaxMessage = hello.MaxMessage
 	log := c.Logger.With("link", hello.ID)
-	gate := newGatedConn(conn, c, log)
-	gate.peer.Store(hello.ID)
-	sess, err := yamux.Client(gate, c.yamuxConfig(log))
-	if err != nil {
-		conn.Close()
-		return nil, wire.HelloAck{}, fmt.Errorf("arbor: link to %d: %w", hello.ID, err)
-	}
-	gate.start(sess.CloseChan())
+	ht := startHelloTimer(conn, c.HelloTimeout)
 	fail := func(err error) (*Link, wire.HelloAck, error) {
-		sess.Close()
+		ht.stop()
 		conn.Close()
 		return nil, wire.HelloAck{}, &errs.Kind{Kind: ErrHello, Context: fmt.Sprintf(" with node %d (%s)", hello.ID, hello.Name), Cause: err}
 	}
-	// The deadline is taken before the stream is opened: yamux's own
-	// stream-open timeout (also HelloTimeout) then cannot expire before it.
-	deadline := time.Now().Add(c.HelloTimeout)
-	msgs, err := sess.OpenStream()
-	if err != nil {
-		return fail(ioErr(err, deadline))
-	}
-	_ = msgs.SetDeadline(deadline)
 	body, err := wire.Marshal(hello)
 	if err != nil {
 		return fail(err)
 	}
 	h := wire.Header{Dst: hello.ID, Src: hello.ParentID, Auth: hello.ParentID, Handle: wire.HandleHello}
-	if _, err := msgs.Write(wire.AppendFrame(nil, h, body)); err != nil {
-		return fail(ioErr(err, deadline))
+	if _, err := conn.Write(wire.AppendFrame(nil, h, body)); err != nil {
+		return fail(ht.err(err))
 	}
+	br := bufio.NewReaderSize(conn, smallReadBuf)
 	var ack wire.HelloAck
-	if err := readHelloFrame(msgs, c.MaxMessage, &ack, deadline); err != nil {
-		return fail(err)
+	if err := readHelloFrame(br, c.MaxMessage, &ack); err != nil {
+		if errors.Is(err, io.EOF) && !ht.fired.Load() {
+			// A child of protocol version 1 reads a yamux session: it
+			// refuses this hello's first byte and closes, answering nothing.
+			err = fmt.Errorf("child closed the connection before it answered (%w); a child speaking another protocol version than %d does", err, wire.Version)
+		}
+		return fail(ht.err(err))
+	}
+	if !ht.stop() {
+		return fail(ht.err(errors.New("hello deadline passed")))
 	}
 	if ack.Version != wire.Version || ack.ID != hello.ID {
 		return fail(fmt.Errorf("child answered version %d id %d, want version %d id %d",
 			ack.Version, ack.ID, wire.Version, hello.ID))
 	}
-	_ = msgs.SetDeadline(time.Time{})
-	l := newLink(c, log, conn, gate, sess, msgs, hello.ID, hello)
+	l := newLink(c, log, conn, br, hello.ID, hello, true)
 	return l, ack, nil
 }
 
@@ -151,29 +170,16 @@ func Accept(conn io.ReadWriteCloser, cfg *Config, pid int) (*Link, wire.Hello, e
 		conn.Close()
 		return nil, wire.Hello{}, err
 	}
-	gate := newGatedConn(conn, c, c.Logger.With("link", "parent"))
-	sess, err := yamux.Server(gate, c.yamuxConfig(c.Logger.With("link", "parent")))
-	if err != nil {
-		conn.Close()
-		return nil, wire.Hello{}, fmt.Errorf("arbor: link to parent: %w", err)
-	}
-	gate.start(sess.CloseChan())
+	ht := startHelloTimer(conn, c.HelloTimeout)
 	fail := func(err error) (*Link, wire.Hello, error) {
-		sess.Close()
+		ht.stop()
 		conn.Close()
 		return nil, wire.Hello{}, &errs.Kind{Kind: ErrHello, Context: " with parent", Cause: err}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.HelloTimeout)
-	defer cancel()
-	deadline, _ := ctx.Deadline()
-	msgs, err := sess.AcceptStreamWithContext(ctx)
-	if err != nil {
-		return fail(ioErr(err, deadline))
-	}
-	_ = msgs.SetDeadline(deadline)
+	br := bufio.NewReaderSize(conn, smallReadBuf)
 	var hello wire.Hello
-	if err := readHelloFrame(msgs, c.MaxMessage, &hello, deadline); err != nil {
-		return fail(err)
+	if err := readHelloFrame(br, c.MaxMessage, &hello); err != nil {
+		return fail(ht.err(err))
 	}
 	if hello.Version != wire.Version {
 		return fail(fmt.Errorf("%w: parent speaks %d, this node %d", wire.ErrBadVersion, hello.Version, wire.Version))
@@ -182,52 +188,95 @@ func Accept(conn io.ReadWriteCloser, cfg *Config, pid int) (*Link, wire.Hello, e
 		return fail(fmt.Errorf("parent sent max message %d", hello.MaxMessage))
 	}
 	c.MaxMessage = hello.MaxMessage // inherited from the parent
-	gate.peer.Store(hello.ParentID)
 	body, err := wire.Marshal(wire.HelloAck{Version: wire.Version, ID: hello.ID, PID: pid})
 	if err != nil {
 		return fail(err)
 	}
 	h := wire.Header{Dst: hello.ParentID, Src: hello.ID, Auth: hello.ID, Handle: wire.HandleHello}
-	if _, err := msgs.Write(wire.AppendFrame(nil, h, body)); err != nil {
-		return fail(ioErr(err, deadline))
+	if _, err := conn.Write(wire.AppendFrame(nil, h, body)); err != nil {
+		return fail(ht.err(err))
 	}
-	_ = msgs.SetDeadline(time.Time{})
-	l := newLink(c, c.Logger.With("link", "parent"), conn, gate, sess, msgs, hello.ParentID, hello)
+	if !ht.stop() {
+		return fail(ht.err(errors.New("hello deadline passed")))
+	}
+	l := newLink(c, c.Logger.With("link", "parent"), conn, br, hello.ParentID, hello, false)
 	return l, hello, nil
 }
 
-func readHelloFrame(r io.Reader, max uint32, v any, deadline time.Time) error {
-	var hb [wire.HeaderSize]byte
-	h, payload, err := wire.ReadFrame(r, hb[:], max)
-	if err != nil {
-		return ioErr(err, deadline)
-	}
-	if h.Handle != wire.HandleHello {
-		return fmt.Errorf("first frame has handle %d, want HELLO", h.Handle)
-	}
-	return wire.Unmarshal(payload, v)
+// helloTimer bounds the hello exchange on a connection that may have no
+// deadlines (an io.Pipe, a process's pipes): at HelloTimeout it closes the
+// connection, which ends every read and write on it.
+type helloTimer struct {
+	t     *time.Timer
+	fired atomic.Bool
 }
 
-// ioErr reports an I/O failure of the hello exchange as ErrConnectTimeout
-// when it is a timeout, or when the hello deadline has passed: yamux
-// reports its own stream-open timeout, which closes the session, as EOF.
-func ioErr(err error, deadline time.Time) error {
-	timedOut := errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, yamux.ErrTimeout) ||
-		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, yamux.ErrConnectionWriteTimeout)
-	if timedOut || (!isProtocolError(err) && !time.Now().Before(deadline)) {
+func startHelloTimer(conn io.Closer, d time.Duration) *helloTimer {
+	ht := &helloTimer{}
+	ht.t = time.AfterFunc(d, func() {
+		ht.fired.Store(true)
+		conn.Close()
+	})
+	return ht
+}
+
+// stop stops the timer; it reports false when the timer has fired (the
+// connection is closed or being closed).
+func (ht *helloTimer) stop() bool { return ht.t.Stop() }
+
+// err reports an I/O failure of the hello exchange as ErrConnectTimeout
+// when the timer closed the connection under it.
+func (ht *helloTimer) err(err error) error {
+	if ht.fired.Load() || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%w: %w", ErrConnectTimeout, err)
 	}
 	return err
 }
 
-func newLink(c *Config, log hclog.Logger, conn io.ReadWriteCloser, gate *gatedConn, sess *yamux.Session, msgs *yamux.Stream, peer uint32, hello wire.Hello) *Link {
+// readHelloFrame reads the first frame of a link, which must be a HELLO
+// message frame, and decodes its payload into v.
+func readHelloFrame(r *bufio.Reader, max uint32, v any) error {
+	// A peer of protocol version 1 begins with a yamux header, whose
+	// first byte is yamux's version (0) and second its type (0–3).
+	if b, err := r.Peek(2); err == nil && b[0] == 0 && b[1] <= yamuxTypeGoAway {
+		return fmt.Errorf("%w: the peer speaks protocol version 1 (its link begins with a yamux session), this node %d",
+			wire.ErrBadVersion, wire.Version)
+	}
+	var hb [wire.HeaderSize]byte
+	kind, h, err := wire.ReadLinkHeader(r, hb[:], max)
+	if err != nil {
+		return err
+	}
+	if kind != wire.KindMessage {
+		return errors.New("first frame is a tunnel frame, want HELLO")
+	}
+	if h.Handle != wire.HandleHello {
+		return fmt.Errorf("first frame has handle %d, want HELLO", h.Handle)
+	}
+	payload := make([]byte, h.Length)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		return unexpected(err)
+	}
+	return wire.Unmarshal(payload, v)
+}
+
+// unexpected is err from a read inside a frame: EOF there is
+// io.ErrUnexpectedEOF.
+func unexpected(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+func newLink(c *Config, log hclog.Logger, conn io.ReadWriteCloser, br *bufio.Reader, peer uint32, hello wire.Hello, parent bool) *Link {
 	l := &Link{
 		cfg:    c,
 		log:    log,
 		conn:   conn,
-		gate:   gate,
-		sess:   sess,
-		msgs:   msgs,
+		br:     br,
+		parent: parent,
+		epoch:  time.Now(),
 		peerID: peer,
 		hello:  hello,
 		q:      newSendQueue(c.SendQueue, c.ControlReserve),
@@ -258,18 +307,6 @@ func (l *Link) UrgentWritten() time.Time {
 // arriving: a big payload on a slow hop, which holds up every frame
 // behind it, a heartbeat's answer too.
 func (l *Link) InboundBytes() uint64 { return l.inBytes.Load() }
-
-// countingReader counts what it reads into n.
-type countingReader struct {
-	r io.Reader
-	n *atomic.Uint64
-}
-
-func (c countingReader) Read(p []byte) (int, error) {
-	k, err := c.r.Read(p)
-	c.n.Add(uint64(k))
-	return k, err
-}
 
 // PeerID is the node ID at the other end of the link.
 func (l *Link) PeerID() uint32 { return l.peerID }
@@ -392,13 +429,13 @@ func (l *Link) closedErr() error {
 const (
 	// batchBytes is the most the write loop joins into one write.
 	batchBytes = 64 << 10
-	// writeChunk is the most one write to the message stream carries.
+	// writeChunk is the most one write to conn carries.
 	writeChunk = 64 << 10
 	// readBufSize buffers the read loop: enough for many small frames per
-	// read of the message stream; a larger payload bypasses it.
+	// read of conn; a larger payload bypasses it.
 	readBufSize = 16 << 10
-	// smallReadBuf is the read buffer of the read loop and of the gate
-	// until the link has carried growAfter frames (see readLoop).
+	// smallReadBuf is the read buffer of the read loop until the link has
+	// carried growAfter frames (see readLoop).
 	smallReadBuf = 1 << 10
 	growAfter    = 64
 )
@@ -410,14 +447,8 @@ func (l *Link) writeLoop() {
 	var buf []byte
 	var batch []outFrame
 	for {
-		// The write loop also watches the yamux session: its ending (peer
-		// gone, write timeout, the channel gate) ends the link. A write
-		// under way when it ends fails and reports the same cause (write).
 		select {
 		case <-l.q.ready:
-		case <-l.sess.CloseChan():
-			l.Abort(l.sessionEnded())
-			return
 		case <-l.done:
 			return
 		}
@@ -459,7 +490,10 @@ func (l *Link) writeBatch(buf []byte) ([]byte, error) {
 		buf = append(front, buf...)
 		defer l.urgentAt.Store(time.Now().UnixNano())
 	}
-	return buf[:0], l.write(buf)
+	if len(buf) == 0 {
+		return buf, nil
+	}
+	return buf[:0], l.write(buf, nil)
 }
 
 // writeFrame adds f to the batch in buf, or writes it (and the batch) at
@@ -480,10 +514,7 @@ func (l *Link) writeFrame(buf []byte, f outFrame) ([]byte, error) {
 		}
 		var hb [wire.HeaderSize]byte
 		f.h.Put(hb[:])
-		if err := l.write(hb[:]); err != nil {
-			return buf, err
-		}
-		return buf, l.write(f.payload)
+		return buf, l.write(hb[:], f.payload)
 	default:
 		return wire.AppendFrame(buf, f.h, f.payload), nil
 	}
@@ -514,72 +545,143 @@ func (l *Link) Flush(timeout time.Duration) error {
 	}
 }
 
-// write writes b to the message stream. Any failure, a write timeout
-// included, is fatal for the link.
-func (l *Link) write(b []byte) error {
-	// A big payload goes in pieces, so the count of bytes written moves
-	// while it goes out: the heartbeat reads that as the peer reading.
-	for len(b) > writeChunk {
-		if err := l.write(b[:writeChunk]); err != nil {
-			return err
-		}
-		b = b[writeChunk:]
-	}
-	if len(b) == 0 {
-		return nil
-	}
-	// Each piece must make progress within WriteTimeout: yamux bounds
-	// its own write to the transport by it, but not a wait for the
-	// peer's window, which a peer that stops reading its message stream
-	// (while its yamux still reads) leaves closed for ever.
-	_ = l.msgs.SetWriteDeadline(time.Now().Add(l.cfg.WriteTimeout))
+// write writes a and then b to conn as one unit, no tunnel frame between
+// them, in pieces of at most writeChunk bytes. Any failure, a write
+// timeout included, is fatal for the link.
+func (l *Link) write(a, b []byte) error {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
 	select {
 	case <-l.done:
-		// Abort's deadline may just have been replaced by ours.
 		return l.closedErr()
 	default:
 	}
-	if _, err := l.msgs.Write(b); err != nil {
-		if l.sess.IsClosed() || peerGone(err) {
-			// The session ended under the write (the peer went away): the
-			// cause is that, as the write loop's session watch would report it, not
-			// yamux's "session shutdown".
-			l.Abort(l.sessionEnded())
-		} else if errors.Is(err, yamux.ErrTimeout) || errors.Is(err, yamux.ErrConnectionWriteTimeout) {
-			l.Abort(&WriteTimeoutError{Peer: l.peerID, After: l.cfg.WriteTimeout})
+	for _, p := range [2][]byte{a, b} {
+		// A big payload goes in pieces, so the count of bytes written
+		// moves while it goes out: the heartbeat reads that as the peer
+		// reading.
+		for len(p) > 0 {
+			n := min(len(p), writeChunk)
+			if err := l.connWrite(p[:n]); err != nil {
+				return err
+			}
+			p = p[n:]
+		}
+	}
+	return nil
+}
+
+// connWrite writes b to conn under the watchdog. wmu is held on entry.
+func (l *Link) connWrite(b []byte) error {
+	l.wstart.Store(int64(time.Since(l.epoch)) | 1)
+	if !l.wdArmed.Load() {
+		l.armWatchdog()
+	}
+	n, err := l.conn.Write(b)
+	l.wstart.Store(0)
+	l.outBytes.Add(uint64(n))
+	if err != nil {
+		select {
+		case <-l.done:
+			// Closed under the write: by Abort, or by the watchdog, whose
+			// cause is already set.
+			return l.closedErr()
+		default:
+		}
+		if peerGone(err) {
+			l.Abort(fmt.Errorf("%w: the peer closed the connection (%w)", io.EOF, err))
 		} else {
 			l.Abort(fmt.Errorf("write: %w", err))
 		}
 		return err
 	}
-	l.outBytes.Add(uint64(len(b)))
 	return nil
+}
+
+// armWatchdog sets the write watchdog's timer unless it is set: a write
+// has begun. One timer per link, set at most once per WriteTimeout while
+// writes go on, instead of a deadline per write.
+func (l *Link) armWatchdog() {
+	if !l.wdArmed.CompareAndSwap(false, true) {
+		return
+	}
+	l.wdMu.Lock()
+	if l.wd == nil {
+		l.wd = time.AfterFunc(l.cfg.WriteTimeout, l.watchdog)
+	} else {
+		l.wd.Reset(l.cfg.WriteTimeout)
+	}
+	l.wdMu.Unlock()
+}
+
+// watchdog runs when WriteTimeout has passed since it was set: a write
+// under way for that long made no progress, and the link closes
+// (*WriteTimeoutError; closing conn ends the write). A write under way
+// for less sets it again for the rest; no write, and it rests until the
+// next begins.
+func (l *Link) watchdog() {
+	select {
+	case <-l.done:
+		return
+	default:
+	}
+	start := l.wstart.Load()
+	if start == 0 {
+		l.wdArmed.Store(false)
+		if l.wstart.Load() != 0 {
+			// A write began after the first look and saw the timer set.
+			l.armWatchdog()
+		}
+		return
+	}
+	stuck := time.Duration(int64(time.Since(l.epoch)) - start)
+	if stuck >= l.cfg.WriteTimeout {
+		err := &WriteTimeoutError{Peer: l.peerID, After: l.cfg.WriteTimeout}
+		l.log.Error("closing link: a write made no progress", "peer", l.peerID, "error", err)
+		l.Abort(err)
+		return
+	}
+	l.wdMu.Lock()
+	l.wd.Reset(l.cfg.WriteTimeout - stuck)
+	l.wdMu.Unlock()
 }
 
 func (l *Link) readLoop(onFrame FrameHandler) {
 	defer l.loops.Done()
 	// The buffer starts small and is replaced by one of readBufSize once
-	// the link has carried growAfter frames, at a moment it holds nothing:
-	// most links of a large tree are idle after the hello.
-	src := countingReader{l.msgs, &l.inBytes}
-	r := bufio.NewReaderSize(src, smallReadBuf)
-	grown := false
+	// the link has carried growAfter frames: most links of a large tree
+	// are idle after the hello.
+	r := l.br
+	l.br = nil
+	seen := 0
 	var hb [wire.HeaderSize]byte
 	for {
-		if !grown && l.inFrames.Load() >= growAfter {
-			r, grown = growReader(r, src, readBufSize), true
+		if seen < growAfter {
+			if seen++; seen == growAfter {
+				r = growReader(r, l.conn, readBufSize)
+			}
 		}
-		h, payload, err := wire.ReadFrame(r, hb[:], l.cfg.MaxMessage)
+		kind, h, err := wire.ReadLinkHeader(r, hb[:], l.cfg.MaxMessage)
+		if err == nil && kind == wire.KindTunnel {
+			if err = l.tunnelIn(r, int(h.Length)); err == nil {
+				continue
+			}
+		}
+		var payload []byte
+		if err == nil {
+			l.inBytes.Add(wire.HeaderSize)
+			payload, err = l.readPayload(r, h.Length)
+		}
 		if err != nil {
 			select {
 			case <-l.done: // closed on purpose; keep the first reason
 			default:
 				if isProtocolError(err) {
 					l.log.Error("closing link: bad frame from peer", "peer", l.peerID, "error", err)
-				} else if l.sess.IsClosed() {
-					// The session ended under the read: report why, as
-					// the write loop's watch of the session would.
-					err = l.sessionEnded()
+				} else if peerGone(err) {
+					// A socket whose peer closed with our bytes unread
+					// reports a reset: the peer went away all the same.
+					err = fmt.Errorf("%w: the peer closed the connection (%w)", io.EOF, err)
 				}
 			}
 			l.Abort(err)
@@ -588,6 +690,23 @@ func (l *Link) readLoop(onFrame FrameHandler) {
 		l.inFrames.Add(1)
 		onFrame(h, payload)
 	}
+}
+
+// readPayload reads a message frame's payload of n bytes, counting the
+// bytes as they arrive: a big payload on a slow hop shows the heartbeat
+// that bytes move.
+func (l *Link) readPayload(r io.Reader, n uint32) ([]byte, error) {
+	payload := make([]byte, n)
+	for off := 0; off < len(payload); {
+		end := min(len(payload), off+writeChunk)
+		k, err := io.ReadFull(r, payload[off:end])
+		l.inBytes.Add(uint64(k))
+		if err != nil {
+			return nil, unexpected(err)
+		}
+		off = end
+	}
+	return payload, nil
 }
 
 // growReader replaces small, a buffered reader of src, by one of size
@@ -599,15 +718,6 @@ func growReader(small *bufio.Reader, src io.Reader, size int) *bufio.Reader {
 		return bufio.NewReaderSize(src, size)
 	}
 	return bufio.NewReaderSize(small, size)
-}
-
-// sessionEnded is why the link ends when its yamux session has ended:
-// the channel gate's cause when the gate ended it, else the peer's going.
-func (l *Link) sessionEnded() error {
-	if err := l.gate.rerrSafe(); err != nil {
-		return err
-	}
-	return fmt.Errorf("%w: session ended", io.EOF)
 }
 
 // peerGone reports a write that failed because the other end closed.
@@ -624,10 +734,12 @@ func isProtocolError(err error) bool {
 // the loops. It is safe to call from a FrameHandler. The first cause wins.
 func (l *Link) Abort(cause error) {
 	l.closeOnce.Do(func() {
-		if gc := l.gate.rerrSafe(); gc != nil {
-			// The gate ended the session: whoever noticed first (the read
-			// loop reads EOF from the message stream) reports its cause.
-			cause = gc
+		if s := l.sess.Load(); s != nil {
+			if gc := s.gate.rerrSafe(); gc != nil {
+				// The gate ended the session: whoever noticed first
+				// reports its cause.
+				cause = gc
+			}
 		}
 		if cause == nil {
 			cause = ErrLinkClosed
@@ -636,22 +748,22 @@ func (l *Link) Abort(cause error) {
 		l.err = cause
 		l.errMu.Unlock()
 		close(l.done)
-		// A deadline in the past sends the read loop (and a writer waiting
-		// for window) out of the message stream at once. Without it yamux
-		// v0.1.2 spins them on the closed shutdown channel until the session
-		// has force-closed its streams, which waits for its receive loop
-		// (hashicorp/yamux#127); with many links closing at once the
-		// spinners starve the goroutines they wait for.
-		_ = l.msgs.SetDeadline(time.Now())
-		// Closing the session unblocks the read loop and any yamux write;
-		// closing conn unblocks a transport that yamux is stuck writing to.
-		l.sess.Close()
+		// Closing conn ends the read loop's read and any write under way;
+		// ending the tunnel ends the yamux session, which unblocks every
+		// channel's reader and writer.
 		l.conn.Close()
+		l.endSession()
+		l.wdMu.Lock()
+		if l.wd != nil {
+			l.wd.Stop()
+		}
+		l.wdMu.Unlock()
 	})
 }
 
-// Close closes the link and waits for its loops to end. It is idempotent.
-// It must not be called from a FrameHandler or onClose (use Abort there).
+// Close closes the link and waits for its loops (and its yamux session's)
+// to end. It is idempotent. It must not be called from a FrameHandler or
+// onClose (use Abort there).
 func (l *Link) Close() error {
 	l.Abort(ErrLinkClosed)
 	l.startMu.Lock()
@@ -661,7 +773,7 @@ func (l *Link) Close() error {
 	if started {
 		l.loops.Wait()
 	}
-	<-l.gate.injDone
+	l.waitSession()
 	return nil
 }
 
@@ -673,663 +785,4 @@ func (l *Link) Err() error {
 	l.errMu.Lock()
 	defer l.errMu.Unlock()
 	return l.err
-}
-
-// OpenChannel opens a new yamux stream for bulk data. When
-// Config.MaxChannels channels this side opened are open on the link, it
-// fails at once with a *ChannelLimitError (matching ErrChannelLimit).
-func (l *Link) OpenChannel() (net.Conn, error) {
-	return l.openChannel(nil)
-}
-
-// OpenChannelContext is OpenChannel, but while Config.MaxChannels
-// channels this side opened are open it waits for one to end, until ctx
-// ends or the link closes.
-func (l *Link) OpenChannelContext(ctx context.Context) (net.Conn, error) {
-	return l.openChannel(ctx)
-}
-
-func (l *Link) openChannel(ctx context.Context) (net.Conn, error) {
-	release, err := l.gate.reserve(ctx, l.done)
-	if err != nil {
-		if errors.Is(err, ErrLinkClosed) {
-			return nil, l.closedErr()
-		}
-		return nil, err
-	}
-	// Once OpenStream returns, its SYN has been written: the stream
-	// holds its own slot.
-	defer release()
-	s, err := l.sess.OpenStream()
-	if err != nil {
-		return nil, l.closedOr(err)
-	}
-	return s, nil
-}
-
-// AcceptChannel waits for the peer to open a bulk stream. It returns when
-// ctx ends or the link closes. The peer may send at most yamux's initial
-// window (256 KiB) on the stream until GrantWindow is called for it.
-func (l *Link) AcceptChannel(ctx context.Context) (net.Conn, error) {
-	s, err := l.sess.AcceptStreamWithContext(ctx)
-	if err != nil {
-		return nil, l.closedOr(err)
-	}
-	return s, nil
-}
-
-// ServeChannels calls serve with every channel the peer opens, until the
-// link closes. It replaces a loop over AcceptChannel without a goroutine
-// that waits for channels all the link's life: the goroutine that calls
-// serve runs only while channels the peer opened wait to be accepted, so
-// serve must not block for long (hand the channel to a goroutine of its
-// own). It must be called at most once, and AcceptChannel must not be used
-// on the same link. Channels the peer opened before the call are served
-// too.
-func (l *Link) ServeChannels(serve func(net.Conn)) {
-	l.acMu.Lock()
-	l.acServe = serve
-	l.acMu.Unlock()
-	f := l.channelArrived
-	l.gate.onSYN.Store(&f)
-	l.channelArrived()
-}
-
-// channelArrived starts the acceptor unless it runs or nothing waits.
-// It is called by the gate, on yamux's receive loop, with the gate's lock
-// held (lock order: gate.mu, then acMu); it never blocks.
-func (l *Link) channelArrived() {
-	l.acMu.Lock()
-	start := l.acServe != nil && !l.acRunning && l.accepted < l.gate.synSeen.Load()
-	if start {
-		l.acRunning = true
-	}
-	l.acMu.Unlock()
-	if start {
-		go l.acceptLoop()
-	}
-}
-
-// acceptLoop takes the channels the gate saw the peer open from yamux and
-// hands them to serve, until none waits or the session ends. A channel
-// that yamux itself refuses (its accept backlog full) is never taken; the
-// acceptor then waits for the next one, as a permanent acceptor would.
-func (l *Link) acceptLoop() {
-	for {
-		l.acMu.Lock()
-		if l.accepted >= l.gate.synSeen.Load() {
-			l.acRunning = false
-			l.acMu.Unlock()
-			return
-		}
-		serve := l.acServe
-		l.acMu.Unlock()
-		s, err := l.sess.AcceptStream()
-		if err != nil {
-			// The session ended; the write loop ends the link. No channel
-			// arrives any more, so no acceptor starts again.
-			return
-		}
-		l.acMu.Lock()
-		l.accepted++
-		l.acMu.Unlock()
-		serve(s)
-	}
-}
-
-// GrantWindow gives a channel from AcceptChannel its full receive window
-// (Config.StreamWindow): its user has claimed it and reads it. Until then
-// the peer may send only yamux's initial 256 KiB on it, so channels
-// nobody claims hold little. It never blocks; a second call, or one for
-// a channel that has ended, does nothing.
-func (l *Link) GrantWindow(c net.Conn) {
-	s, ok := c.(interface{ StreamID() uint32 })
-	if !ok {
-		return
-	}
-	if err := l.gate.grant(s.StreamID()); err != nil {
-		l.log.Error("closing link: peer does not read", "peer", l.peerID, "error", err)
-		l.Abort(err)
-	}
-}
-
-// Channels is how many channels are open on the link: opened by the peer
-// (in) and by this side (out). A channel counts until both sides have
-// closed it or either has reset it.
-func (l *Link) Channels() (in, out int) { return l.gate.channels() }
-
-// ChannelsRefused counts the channels the peer opened past
-// Config.MaxChannels, which were reset as they arrived.
-func (l *Link) ChannelsRefused() uint64 { return l.gate.refused.Load() }
-
-func (l *Link) closedOr(err error) error {
-	if l.sess.IsClosed() {
-		// The session ended (the peer went away) a moment before the
-		// link's write loop noticed: it is closed all the same.
-		l.Abort(l.sessionEnded())
-	}
-	select {
-	case <-l.done:
-		return l.closedErr()
-	default:
-		return err
-	}
-}
-
-// Channel limit. A link's transport passes through a gate (gatedConn) on
-// its way to and from yamux. The gate reads the 12-byte yamux header of
-// every frame in both directions, and so knows which streams exist on
-// the link without asking yamux, which has no API for it (v0.1.2):
-//
-//   - A stream exists from its SYN until both sides have sent FIN, or
-//     either has sent RST (yamux's stream close timeout ends in one).
-//     Stream 1, the message stream, is not a channel and is never counted.
-//   - A SYN from the peer while MaxChannels of its streams exist here is
-//     refused: the SYN flag is cleared before yamux reads the header (so
-//     yamux allocates nothing and drops whatever the frame and its
-//     followers carry, as it does for a stream it reset) and the gate
-//     answers RST. A peer with more than MaxChannels refused within
-//     ChannelFloodWindow is not honest: the link closes with a
-//     *ChannelFloodError.
-//   - yamux grants an accepted stream its full window (StreamWindow) at
-//     once. The gate holds back every window update yamux sends for a
-//     stream of the peer until the stream's user claims it (GrantWindow),
-//     and then sends what it held back in one update. Until then the
-//     peer may send yamux's initial window, 256 KiB, and no more.
-//
-// The gate's own frames (RST, window updates) are written by one
-// goroutine per link, between yamux's frames: a receive loop never
-// waits to write.
-//
-// Lock order: gatedConn.wmu before gatedConn.mu.
-
-// ChannelFloodWindow is the period over which refused channels are
-// counted: a peer with more than Config.MaxChannels of its channels
-// refused within it loses the link.
-const ChannelFloodWindow = 10 * time.Second
-
-// ErrChannelLimit matches a channel refused because a link has
-// Config.MaxChannels channels open, and the *ChannelFloodError of a link
-// closed because its peer kept opening channels past that limit.
-var ErrChannelLimit = errors.New("arbor: channel limit reached")
-
-// ChannelLimitError is a channel this side refused to open: the link to
-// Peer already had Max channels open. It matches ErrChannelLimit.
-type ChannelLimitError struct {
-	Peer uint32
-	Max  int
-}
-
-func (e *ChannelLimitError) Error() string {
-	return fmt.Sprintf("arbor: link to node %d has %d channels open, the most it allows", e.Peer, e.Max)
-}
-
-// Is makes errors.Is(err, ErrChannelLimit) true.
-func (e *ChannelLimitError) Is(target error) bool { return target == ErrChannelLimit }
-
-// ChannelFloodError is why a link closed when its peer kept opening
-// channels past the limit: Refused of them within Within, while Max were
-// open. It matches ErrChannelLimit.
-type ChannelFloodError struct {
-	Peer    uint32
-	Max     int
-	Refused int
-	Within  time.Duration
-}
-
-func (e *ChannelFloodError) Error() string {
-	return fmt.Sprintf("arbor: node %d opened channels past the limit of %d open: %d refused within %s",
-		e.Peer, e.Max, e.Refused, e.Within)
-}
-
-// Is makes errors.Is(err, ErrChannelLimit) true.
-func (e *ChannelFloodError) Is(target error) bool { return target == ErrChannelLimit }
-
-// ErrWriteTimeout matches the *WriteTimeoutError of a link closed because
-// a write to it made no progress for Config.WriteTimeout.
-var ErrWriteTimeout = errors.New("arbor: write timed out")
-
-// WriteTimeoutError is why a link closed when a write to Peer made no
-// progress for After. It matches ErrWriteTimeout.
-type WriteTimeoutError struct {
-	Peer  uint32
-	After time.Duration
-}
-
-func (e *WriteTimeoutError) Error() string {
-	return fmt.Sprintf("arbor: write to node %d made no progress for %s", e.Peer, e.After)
-}
-
-// Is makes errors.Is(err, ErrWriteTimeout) true.
-func (e *WriteTimeoutError) Is(target error) bool { return target == ErrWriteTimeout }
-
-// errGateBacklog closes a link whose peer does not read the gate's frames.
-var errGateBacklog = errors.New("arbor: peer does not read: refusals and window updates owed to it exceed 64 KiB")
-
-const (
-	yamuxHeaderSize       = 12
-	yamuxTypeData         = 0
-	yamuxTypeWindowUpdate = 1
-	yamuxTypePing         = 2
-	yamuxTypeGoAway       = 3
-	yamuxFlagSYN          = 1
-	yamuxFlagFIN          = 4
-	yamuxFlagRST          = 8
-	// messageStreamID is the first stream the parent (the yamux client)
-	// opens: the message stream, never a channel.
-	messageStreamID = 1
-	// joinMax is the largest body copied to join its header; a larger one
-	// goes out in a second write, where the extra call costs little.
-	joinMax = 16 << 10
-	// gateReadBuf buffers the gate's reads of the transport; a larger read
-	// (a big body for yamux) bypasses it.
-	gateReadBuf = 8 << 10
-	// maxGatePending bounds the gate's own frames waiting for the
-	// transport.
-	maxGatePending = 64 << 10
-)
-
-// gateStream is what the gate knows of one channel.
-type gateStream struct {
-	inbound   bool   // the peer opened it
-	granted   bool   // its user claimed it: its window is no longer held back
-	withheld  uint64 // window held back until the claim
-	localFIN  bool
-	remoteFIN bool
-}
-
-// gatedConn sits between a yamux session and its transport. Besides the
-// channel gate described above, it joins frames on the way out: yamux's
-// send loop writes every data frame as two writes, the 12-byte header and
-// then the body; gatedConn holds such a header back and sends it with the
-// body in one write, so a small message costs one write to the pipe (one
-// system call, one wake-up of the reader) instead of two; joining changes
-// no byte on the wire.
-type gatedConn struct {
-	conn io.ReadWriteCloser
-	max  int
-	log  hclog.Logger
-	peer atomic.Uint32 // the node at the other end, once known
-
-	// The read side is used by yamux's receive loop alone.
-	br    *bufio.Reader // smallReadBuf until rseen reaches growAfter, then gateReadBuf
-	rseen int           // frame headers read, up to growAfter
-	rhdr  [yamuxHeaderSize]byte
-	rout  []byte                // header bytes not yet handed to yamux
-	rbody uint64                // body bytes of the current frame not yet handed to yamux
-	raw   bool                  // a header yamux refuses: pass the rest on unparsed
-	rerr  error                 // the gate closed the link: every further read fails
-	cause atomic.Pointer[error] // rerr, for other goroutines
-
-	// wmu serializes writes to conn: yamux's send loop and the injector.
-	wmu     sync.Mutex
-	hdr     [yamuxHeaderSize]byte
-	held    bool                  // hdr waits for its body
-	whdr    [yamuxHeaderSize]byte // a window update held back
-	joinBuf []byte
-
-	mu       sync.Mutex
-	streams  map[uint32]*gateStream
-	in, out  int           // channels open, by who opened them
-	opening  int           // OpenChannel calls between their check and their SYN
-	freed    chan struct{} // closed and replaced when an outbound channel ends
-	pending  []byte        // the gate's frames waiting for the injector
-	winStart time.Time     // start of the current refusal count
-	winCount int           // channels refused since winStart
-
-	refused atomic.Uint64
-	// synSeen counts the channels the peer opened that the gate let
-	// through; onSYN, when set, is called after each (g.mu held).
-	synSeen atomic.Uint64
-	onSYN   atomic.Pointer[func()]
-	kick    chan struct{}
-	injDone chan struct{}
-}
-
-func newGatedConn(conn io.ReadWriteCloser, c *Config, log hclog.Logger) *gatedConn {
-	return &gatedConn{
-		conn:    conn,
-		max:     c.MaxChannels,
-		log:     log,
-		br:      bufio.NewReaderSize(conn, smallReadBuf),
-		streams: make(map[uint32]*gateStream),
-		freed:   make(chan struct{}),
-		kick:    make(chan struct{}, 1),
-		injDone: make(chan struct{}),
-	}
-}
-
-// start runs the injector until stop (the session's close) is closed.
-func (g *gatedConn) start(stop <-chan struct{}) { go g.inject(stop) }
-
-// Close closes the transport.
-func (g *gatedConn) Close() error { return g.conn.Close() }
-
-// Read hands yamux what the peer sent, after the gate has looked at each
-// frame's header. Only yamux's receive loop calls it.
-func (g *gatedConn) Read(p []byte) (int, error) {
-	if g.rerr != nil {
-		return 0, g.rerr
-	}
-	n := 0
-	for n < len(p) {
-		switch {
-		case len(g.rout) > 0:
-			k := copy(p[n:], g.rout)
-			g.rout = g.rout[k:]
-			n += k
-		case g.raw || g.rbody > 0:
-			// Block for more only when there is nothing to return yet.
-			if n > 0 && g.br.Buffered() == 0 {
-				return n, nil
-			}
-			q := p[n:]
-			if !g.raw && uint64(len(q)) > g.rbody {
-				q = q[:g.rbody]
-			}
-			k, err := g.br.Read(q)
-			n += k
-			if !g.raw {
-				g.rbody -= uint64(k)
-			}
-			if err != nil {
-				return n, err
-			}
-		default:
-			if n > 0 && g.br.Buffered() < yamuxHeaderSize {
-				return n, nil
-			}
-			if g.rseen < growAfter {
-				if g.rseen++; g.rseen == growAfter {
-					// A busy link: the full buffer.
-					g.br = growReader(g.br, g.conn, gateReadBuf)
-				}
-			}
-			if _, err := io.ReadFull(g.br, g.rhdr[:]); err != nil {
-				// n is 0 here: a partial header is yamux's to report.
-				return 0, err
-			}
-			if err := g.received(); err != nil {
-				g.rerr = err
-				g.cause.Store(&err)
-				if n > 0 {
-					return n, nil
-				}
-				return 0, err
-			}
-			g.rout = g.rhdr[:]
-		}
-	}
-	return n, nil
-}
-
-// received looks at the header in g.rhdr, just read from the peer, and
-// clears its SYN flag when the stream it opens is refused.
-func (g *gatedConn) received() error {
-	h := g.rhdr[:]
-	if h[0] != 0 || h[1] > yamuxTypeGoAway {
-		// yamux ends the session on this header; nothing after it can be
-		// parsed.
-		g.raw = true
-		return nil
-	}
-	typ, flags := h[1], binary.BigEndian.Uint16(h[2:4])
-	id, length := binary.BigEndian.Uint32(h[4:8]), binary.BigEndian.Uint32(h[8:12])
-	if typ == yamuxTypeData {
-		g.rbody = uint64(length)
-	}
-	if typ == yamuxTypePing {
-		// Links run no yamux keepalive (the heartbeat is made of frames),
-		// so neither end ever sends a yamux ping. yamux answers each one
-		// from a goroutine of its own that waits for the write, so a peer
-		// that floods pings and stops reading would pin one per ping.
-		return fmt.Errorf("%w: the peer sent a yamux ping (flags %#x), which this protocol never sends", ErrProtocol, flags)
-	}
-	if typ > yamuxTypeWindowUpdate || id == 0 || id == messageStreamID {
-		return nil
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	st := g.streams[id]
-	if flags&yamuxFlagSYN != 0 && st == nil {
-		if g.in >= g.max {
-			binary.BigEndian.PutUint16(h[2:4], flags&^yamuxFlagSYN)
-			return g.refuseLocked(id)
-		}
-		st = &gateStream{inbound: true}
-		g.streams[id] = st
-		g.in++
-		g.synSeen.Add(1)
-		if f := g.onSYN.Load(); f != nil {
-			(*f)()
-		}
-	}
-	if st == nil {
-		return nil
-	}
-	switch {
-	case flags&yamuxFlagRST != 0:
-		g.dropLocked(id, st)
-	case flags&yamuxFlagFIN != 0:
-		st.remoteFIN = true
-		if st.localFIN {
-			g.dropLocked(id, st)
-		}
-	}
-	return nil
-}
-
-// refuseLocked answers the peer's stream id with RST and counts it; past
-// the flood limit it returns the error that closes the link. g.mu is held
-// on entry.
-func (g *gatedConn) refuseLocked(id uint32) error {
-	g.refused.Add(1)
-	now := time.Now()
-	if g.winCount == 0 || now.Sub(g.winStart) > ChannelFloodWindow {
-		g.winStart, g.winCount = now, 0
-		g.log.Warn("channel refused: the peer has the most channels open a link allows",
-			"peer", g.peer.Load(), "max", g.max)
-	}
-	g.winCount++
-	if g.winCount > g.max {
-		err := &ChannelFloodError{Peer: g.peer.Load(), Max: g.max, Refused: g.winCount, Within: ChannelFloodWindow}
-		g.log.Error("closing link: peer kept opening channels past the limit", "peer", g.peer.Load(), "error", err)
-		return err
-	}
-	var rst [yamuxHeaderSize]byte
-	rst[1] = yamuxTypeWindowUpdate
-	binary.BigEndian.PutUint16(rst[2:4], yamuxFlagRST)
-	binary.BigEndian.PutUint32(rst[4:8], id)
-	return g.queueLocked(rst[:])
-}
-
-// queueLocked hands frames to the injector. g.mu is held on entry.
-func (g *gatedConn) queueLocked(b []byte) error {
-	if len(g.pending)+len(b) > maxGatePending {
-		return errGateBacklog
-	}
-	g.pending = append(g.pending, b...)
-	select {
-	case g.kick <- struct{}{}:
-	default:
-	}
-	return nil
-}
-
-// dropLocked forgets a channel that has ended. g.mu is held on entry.
-func (g *gatedConn) dropLocked(id uint32, st *gateStream) {
-	delete(g.streams, id)
-	if st.inbound {
-		g.in--
-		return
-	}
-	g.out--
-	close(g.freed)
-	g.freed = make(chan struct{})
-}
-
-// sent looks at a header yamux writes to the peer and returns it, with
-// the window update held back for an unclaimed stream of the peer.
-func (g *gatedConn) sent(p []byte) []byte {
-	typ, flags := p[1], binary.BigEndian.Uint16(p[2:4])
-	id, length := binary.BigEndian.Uint32(p[4:8]), binary.BigEndian.Uint32(p[8:12])
-	if p[0] != 0 || typ > yamuxTypeWindowUpdate || id == 0 || id == messageStreamID {
-		return p
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	st := g.streams[id]
-	if flags&yamuxFlagSYN != 0 && st == nil {
-		st = &gateStream{}
-		g.streams[id] = st
-		g.out++
-	}
-	if st == nil {
-		return p
-	}
-	if typ == yamuxTypeWindowUpdate && st.inbound && !st.granted && length > 0 {
-		st.withheld += uint64(length)
-		copy(g.whdr[:], p)
-		binary.BigEndian.PutUint32(g.whdr[8:12], 0)
-		p = g.whdr[:]
-	}
-	switch {
-	case flags&yamuxFlagRST != 0:
-		g.dropLocked(id, st)
-	case flags&yamuxFlagFIN != 0:
-		st.localFIN = true
-		if st.remoteFIN {
-			g.dropLocked(id, st)
-		}
-	}
-	return p
-}
-
-// Write passes what yamux's send loop writes on to the transport, joining
-// a data frame's header with its body. Only the send loop calls it.
-func (g *gatedConn) Write(p []byte) (int, error) {
-	g.wmu.Lock()
-	defer g.wmu.Unlock()
-	if g.held {
-		g.held = false
-		if len(p) > joinMax {
-			if _, err := g.conn.Write(g.hdr[:]); err != nil {
-				return 0, err
-			}
-			return g.conn.Write(p)
-		}
-		g.joinBuf = append(append(g.joinBuf[:0], g.hdr[:]...), p...)
-		n, err := g.conn.Write(g.joinBuf)
-		return max(0, n-yamuxHeaderSize), err
-	}
-	// Every write but a body is one frame header (yamux writes a body
-	// only after its header, and the header of a body is held).
-	if len(p) != yamuxHeaderSize {
-		return g.conn.Write(p)
-	}
-	if p[0] == 0 && p[1] == yamuxTypeData && p[8]|p[9]|p[10]|p[11] != 0 {
-		// A data frame header announcing a body: the body is yamux's
-		// next write.
-		g.sent(p)
-		copy(g.hdr[:], p)
-		g.held = true
-		return len(p), nil
-	}
-	if _, err := g.conn.Write(g.sent(p)); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-// inject writes the gate's own frames (refusals, window updates) between
-// yamux's, until stop is closed or the transport fails.
-func (g *gatedConn) inject(stop <-chan struct{}) {
-	defer close(g.injDone)
-	var b []byte
-	for {
-		select {
-		case <-g.kick:
-		case <-stop:
-			return
-		}
-		g.mu.Lock()
-		b, g.pending = g.pending, b[:0]
-		g.mu.Unlock()
-		if len(b) == 0 {
-			continue
-		}
-		g.wmu.Lock()
-		_, err := g.conn.Write(b)
-		g.wmu.Unlock()
-		if err != nil {
-			return // the session fails on the same transport
-		}
-	}
-}
-
-// grant lifts the hold on the window of the peer's stream id: what yamux
-// granted it and the gate held back goes out in one window update.
-func (g *gatedConn) grant(id uint32) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	st := g.streams[id]
-	if st == nil || !st.inbound || st.granted {
-		return nil
-	}
-	st.granted = true
-	if st.withheld == 0 {
-		return nil
-	}
-	var wu [yamuxHeaderSize]byte
-	wu[1] = yamuxTypeWindowUpdate
-	binary.BigEndian.PutUint32(wu[4:8], id)
-	binary.BigEndian.PutUint32(wu[8:12], uint32(min(st.withheld, 1<<31)))
-	st.withheld = 0
-	return g.queueLocked(wu[:])
-}
-
-// reserve takes a slot for a channel this side is about to open, waiting
-// for one while ctx allows (a nil ctx does not wait). release gives the
-// slot back once the stream's SYN has been sent (from then on the stream
-// itself holds it) or the open failed.
-func (g *gatedConn) reserve(ctx context.Context, done <-chan struct{}) (release func(), err error) {
-	g.mu.Lock()
-	for g.out+g.opening >= g.max {
-		if ctx == nil {
-			g.mu.Unlock()
-			return nil, &ChannelLimitError{Peer: g.peer.Load(), Max: g.max}
-		}
-		freed := g.freed
-		g.mu.Unlock()
-		select {
-		case <-freed:
-		case <-done:
-			return nil, ErrLinkClosed
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w (waited for one to close: %w)", &ChannelLimitError{Peer: g.peer.Load(), Max: g.max}, ctx.Err())
-		}
-		g.mu.Lock()
-	}
-	g.opening++
-	g.mu.Unlock()
-	return func() {
-		g.mu.Lock()
-		g.opening--
-		g.mu.Unlock()
-	}, nil
-}
-
-// rerrSafe is the error with which the gate ended the session, if it did.
-func (g *gatedConn) rerrSafe() error {
-	if p := g.cause.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
-
-// channels is how many channels are open, by who opened them.
-func (g *gatedConn) channels() (in, out int) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.in, g.out
 }

@@ -269,9 +269,32 @@ func helloHeader(h wire.Hello) wire.Header {
 	return wire.Header{Dst: h.ID, Src: h.ParentID, Auth: h.ParentID, Handle: wire.HandleHello}
 }
 
-// handParent plays the parent by hand: a yamux client on conn and the
-// message stream, which must be stream 1. Nothing is sent on it yet.
-func handParent(t *testing.T, conn io.ReadWriteCloser) (*yamux.Session, *yamux.Stream) {
+// handChild plays the child by hand: it reads the parent's hello from
+// conn. Nothing is answered.
+func handChild(t *testing.T, conn io.ReadWriteCloser) wire.Hello {
+	t.Helper()
+	var hello wire.Hello
+	h := readFrame(t, conn, &hello)
+	if h.Length = 0; h != helloHeader(hello) {
+		t.Fatalf("hello frame header %v, want %v", h, helloHeader(hello))
+	}
+	return hello
+}
+
+// awaitEOF reads conn until it fails: the other end closed it.
+func awaitEOF(t *testing.T, conn io.Reader, what string) {
+	t.Helper()
+	ch := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, conn)
+		ch <- err
+	}()
+	await(t, ch, what)
+}
+
+// v1Parent plays a parent of protocol version 1: a yamux client whose
+// first stream carries the hello.
+func v1Parent(t *testing.T, conn io.ReadWriteCloser) *yamux.Session {
 	t.Helper()
 	sess, err := yamux.Client(conn, rawYamuxConfig())
 	if err != nil {
@@ -280,40 +303,15 @@ func handParent(t *testing.T, conn io.ReadWriteCloser) (*yamux.Session, *yamux.S
 	t.Cleanup(func() { sess.Close() })
 	st, err := sess.OpenStream()
 	if err != nil {
-		t.Fatal(err)
+		return sess // the child refused the stream's first bytes already
 	}
-	if st.StreamID() != 1 {
-		t.Fatalf("message stream has ID %d, want 1", st.StreamID())
-	}
-	_ = st.SetDeadline(time.Now().Add(waitLimit))
-	return sess, st
-}
-
-// handChild plays the child by hand: a yamux server on conn; it accepts
-// the message stream and reads the parent's hello. Nothing is answered.
-func handChild(t *testing.T, conn io.ReadWriteCloser) (*yamux.Session, *yamux.Stream, wire.Hello) {
-	t.Helper()
-	sess, err := yamux.Server(conn, rawYamuxConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sess.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	st, err := sess.AcceptStreamWithContext(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.StreamID() != 1 {
-		t.Fatalf("message stream has ID %d, want 1", st.StreamID())
-	}
-	_ = st.SetDeadline(time.Now().Add(waitLimit))
-	var hello wire.Hello
-	h := readFrame(t, st, &hello)
-	if h.Length = 0; h != helloHeader(hello) {
-		t.Fatalf("hello frame header %v, want %v", h, helloHeader(hello))
-	}
-	return sess, st, hello
+	h := testHello
+	h.Version, h.MaxMessage = 1, wire.DefaultMaxMessage
+	body, _ := wire.Marshal(h)
+	f := wire.AppendFrame(nil, helloHeader(h), body)
+	f[2] = 1
+	_, _ = st.Write(f)
+	return sess
 }
 
 // drain reads and discards conn until it closes: a peer that swallows
@@ -390,36 +388,42 @@ func TestHelloRefused(t *testing.T) {
 	// The child refuses a bad hello, and closes the connection.
 	childCases := []struct {
 		name string
-		send func(t *testing.T, st *yamux.Stream)
+		send func(t *testing.T, st io.ReadWriteCloser)
 		want error
 		text string
 	}{
-		{"hello version 2", func(t *testing.T, st *yamux.Stream) {
+		{"hello version 3", func(t *testing.T, st io.ReadWriteCloser) {
 			h := testHello
-			h.Version, h.MaxMessage = 2, wire.DefaultMaxMessage
+			h.Version, h.MaxMessage = 3, wire.DefaultMaxMessage
 			sendFrame(t, st, helloHeader(h), h)
-		}, wire.ErrBadVersion, "parent speaks 2"},
-		{"frame version 2", func(t *testing.T, st *yamux.Stream) {
+		}, wire.ErrBadVersion, "parent speaks 3"},
+		{"frame version 1", func(t *testing.T, st io.ReadWriteCloser) {
 			h := testHello
 			h.Version, h.MaxMessage = wire.Version, wire.DefaultMaxMessage
 			body, _ := wire.Marshal(h)
 			f := wire.AppendFrame(nil, helloHeader(h), body)
-			f[2] = 2
+			f[2] = 1
 			_, _ = st.Write(f)
-		}, wire.ErrBadVersion, "got 2, want 1"},
-		{"first frame not HELLO", func(t *testing.T, st *yamux.Stream) {
+		}, wire.ErrBadVersion, "got 1, want 2"},
+		{"a version 1 parent (yamux first)", func(t *testing.T, st io.ReadWriteCloser) {
+			v1Parent(t, st)
+		}, wire.ErrBadVersion, "speaks protocol version 1"},
+		{"tunnel frame first", func(t *testing.T, st io.ReadWriteCloser) {
+			_, _ = st.Write(wire.AppendTunnelFrame(nil, []byte{0, 1, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0}))
+		}, stream.ErrHello, "tunnel frame, want HELLO"},
+		{"first frame not HELLO", func(t *testing.T, st io.ReadWriteCloser) {
 			h := testHello
 			h.Version, h.MaxMessage = wire.Version, wire.DefaultMaxMessage
 			hdr := helloHeader(h)
 			hdr.Handle = wire.HandleCall
 			sendFrame(t, st, hdr, h)
 		}, stream.ErrHello, "want HELLO"},
-		{"max message 0", func(t *testing.T, st *yamux.Stream) {
+		{"max message 0", func(t *testing.T, st io.ReadWriteCloser) {
 			h := testHello
 			h.Version = wire.Version
 			sendFrame(t, st, helloHeader(h), h)
 		}, stream.ErrHello, "max message 0"},
-		{"undecodable hello", func(t *testing.T, st *yamux.Stream) {
+		{"undecodable hello", func(t *testing.T, st io.ReadWriteCloser) {
 			sendFrame(t, st, helloHeader(testHello), map[int]int{1: 1, 99: 0})
 		}, wire.ErrBadPayload, "unknown field"},
 	}
@@ -429,8 +433,7 @@ func TestHelloRefused(t *testing.T) {
 				log, _ := newLogger(t)
 				pc, cc := pipe(t, tr)
 				ach := acceptAsync(cc, config(log), 1)
-				sess, st := handParent(t, pc)
-				tc.send(t, st)
+				tc.send(t, pc)
 				a := await(t, ach, "Accept")
 				if a.err == nil {
 					a.l.Close()
@@ -439,7 +442,7 @@ func TestHelloRefused(t *testing.T) {
 				if !errors.Is(a.err, stream.ErrHello) || !errors.Is(a.err, tc.want) || !strings.Contains(a.err.Error(), tc.text) {
 					t.Fatalf("Accept: %v; want ErrHello, %v and %q", a.err, tc.want, tc.text)
 				}
-				awaitClosed(t, sess.CloseChan(), "the refused parent's session to end")
+				awaitEOF(t, pc, "the refused parent's connection to close")
 			})
 		})
 	}
@@ -450,8 +453,8 @@ func TestHelloRefused(t *testing.T) {
 		ack  wire.HelloAck
 		text string
 	}{
-		{"ack version 2", wire.HelloAck{Version: 2, ID: 7}, "child answered version 2 id 7, want version 1 id 7"},
-		{"ack for another ID", wire.HelloAck{Version: 1, ID: 8}, "child answered version 1 id 8, want version 1 id 7"},
+		{"ack version 3", wire.HelloAck{Version: 3, ID: 7}, "child answered version 3 id 7, want version 2 id 7"},
+		{"ack for another ID", wire.HelloAck{Version: 2, ID: 8}, "child answered version 2 id 8, want version 2 id 7"},
 	}
 	for _, tc := range parentCases {
 		t.Run("parent/"+tc.name, func(t *testing.T) {
@@ -459,8 +462,8 @@ func TestHelloRefused(t *testing.T) {
 				log, _ := newLogger(t)
 				pc, cc := pipe(t, tr)
 				och := openAsync(pc, testHello, config(log))
-				sess, st, hello := handChild(t, cc)
-				sendFrame(t, st, wire.Header{Dst: hello.ParentID, Src: hello.ID, Auth: hello.ID, Handle: wire.HandleHello}, tc.ack)
+				hello := handChild(t, cc)
+				sendFrame(t, cc, wire.Header{Dst: hello.ParentID, Src: hello.ID, Auth: hello.ID, Handle: wire.HandleHello}, tc.ack)
 				o := await(t, och, "Open")
 				if o.err == nil {
 					o.l.Close()
@@ -469,10 +472,28 @@ func TestHelloRefused(t *testing.T) {
 				if !errors.Is(o.err, stream.ErrHello) || !strings.Contains(o.err.Error(), tc.text) {
 					t.Fatalf("Open: %v; want ErrHello and %q", o.err, tc.text)
 				}
-				awaitClosed(t, sess.CloseChan(), "the refused child's session to end")
+				awaitEOF(t, cc, "the refused child's connection to close")
 			})
 		})
 	}
+
+	// A child of protocol version 1 runs a yamux server on the connection:
+	// it refuses the hello's first byte and closes. The parent says so.
+	t.Run("parent/a version 1 child (yamux)", func(t *testing.T) {
+		forEachTransport(t, func(t *testing.T, tr testtree.Transport) {
+			log, _ := newLogger(t)
+			pc, cc := pipe(t, tr)
+			sess, err := yamux.Server(cc, rawYamuxConfig())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { sess.Close() })
+			_, _, err = stream.Open(pc, testHello, config(log))
+			if !errors.Is(err, stream.ErrHello) || !strings.Contains(err.Error(), "another protocol version") {
+				t.Fatalf("Open: %v; want ErrHello naming another protocol version", err)
+			}
+		})
+	})
 }
 
 // TestHelloTimeout: a peer that never answers fails the hello with
@@ -488,7 +509,7 @@ func TestHelloTimeout(t *testing.T) {
 			_, _, err := stream.Open(pc, testHello, cfg)
 			return err
 		}},
-		{"Open, child accepts the stream but never acks", func(t *testing.T, tr testtree.Transport, cfg *stream.Config) error {
+		{"Open, child reads the hello but never acks", func(t *testing.T, tr testtree.Transport, cfg *stream.Config) error {
 			pc, cc := pipe(t, tr)
 			och := openAsync(pc, testHello, cfg)
 			handChild(t, cc)
@@ -500,10 +521,13 @@ func TestHelloTimeout(t *testing.T) {
 			_, _, err := stream.Accept(cc, cfg, 1)
 			return err
 		}},
-		{"Accept, parent opens the stream but sends no hello", func(t *testing.T, tr testtree.Transport, cfg *stream.Config) error {
+		{"Accept, parent sends half a hello", func(t *testing.T, tr testtree.Transport, cfg *stream.Config) error {
 			pc, cc := pipe(t, tr)
 			ach := acceptAsync(cc, cfg, 1)
-			handParent(t, pc)
+			h := testHello
+			h.Version, h.MaxMessage = wire.Version, wire.DefaultMaxMessage
+			body, _ := wire.Marshal(h)
+			go func() { _, _ = pc.Write(wire.AppendFrame(nil, helloHeader(h), body)[:20]) }()
 			return await(t, ach, "Accept").err
 		}},
 	}
@@ -624,31 +648,46 @@ func TestSendTooLarge(t *testing.T) {
 // frame codec's own tests show nothing is allocated for it).
 func TestHostileFrame(t *testing.T) {
 	hostile := []struct {
-		name string
-		edit func(b []byte)
-		want error
+		name   string
+		edit   func(b []byte)
+		tunnel bool // edit a tunnel frame's header, not a message frame's
+		want   error
+		max    uint32 // for ErrTooLarge: the limit named (0: the link's MaxMessage)
 	}{
-		{"4 GiB length", func(b []byte) { b[24], b[25], b[26], b[27] = 0xff, 0xff, 0xff, 0xff }, wire.ErrTooLarge},
-		{"bad magic", func(b []byte) { b[0], b[1] = 'X', 'X' }, wire.ErrBadMagic},
-		{"bad version", func(b []byte) { b[2] = 9 }, wire.ErrBadVersion},
-		{"unknown flags", func(b []byte) { b[3] = 0x40 }, wire.ErrBadFlags},
+		{"4 GiB length", func(b []byte) { b[24], b[25], b[26], b[27] = 0xff, 0xff, 0xff, 0xff }, false, wire.ErrTooLarge, 0},
+		{"bad magic", func(b []byte) { b[0], b[1] = 'X', 'X' }, false, wire.ErrBadMagic, 0},
+		{"bad version", func(b []byte) { b[2] = 9 }, false, wire.ErrBadVersion, 0},
+		{"unknown flags", func(b []byte) { b[3] = 0x40 }, false, wire.ErrBadFlags, 0},
+		{"tunnel frame of 4 GiB", func(b []byte) { b[4], b[5], b[6], b[7] = 0xff, 0xff, 0xff, 0xff }, true, wire.ErrTooLarge, wire.MaxTunnelPayload},
+		{"tunnel frame flags", func(b []byte) { b[3] = 1 }, true, wire.ErrBadFlags, 0},
+		{"tunnel frame version 1", func(b []byte) { b[2] = 1 }, true, wire.ErrBadVersion, 0},
+		{"raw yamux bytes", func(b []byte) { copy(b, []byte{0, 1, 0, 1, 0, 0, 0, 1}) }, true, wire.ErrBadMagic, 0},
 	}
-	hostileHeader := func(edit func([]byte)) []byte {
+	hostileHeader := func(edit func([]byte), tunnel bool) []byte {
+		if tunnel {
+			b := make([]byte, wire.TunnelHeaderSize)
+			wire.PutTunnelHeader(b, 12)
+			edit(b)
+			return b
+		}
 		b := make([]byte, wire.HeaderSize)
 		wire.Header{Dst: 7, Src: 3, Auth: 3, Handle: wire.HandleCall}.Put(b)
 		edit(b)
 		return b
 	}
-	checkClosed := func(t *testing.T, victim *stream.Link, e *endpoint, want error, lb *logBuf, linkKV string, peer uint32) {
+	checkClosed := func(t *testing.T, victim *stream.Link, e *endpoint, want error, max uint32, lb *logBuf, linkKV string, peer uint32) {
 		t.Helper()
 		cause := await(t, e.closed, "the victim link to close")
 		if !errors.Is(cause, want) {
 			t.Fatalf("link closed with %v, want %v", cause, want)
 		}
 		if errors.Is(want, wire.ErrTooLarge) {
+			if max == 0 {
+				max = victim.MaxMessage()
+			}
 			var tl *wire.TooLargeError
-			if !errors.As(cause, &tl) || tl.Size != 0xFFFFFFFF || tl.Max != victim.MaxMessage() {
-				t.Fatalf("cause %v, want *wire.TooLargeError{Size: 4294967295, Max: %d}", cause, victim.MaxMessage())
+			if !errors.As(cause, &tl) || tl.Size != 0xFFFFFFFF || tl.Max != max {
+				t.Fatalf("cause %v, want *wire.TooLargeError{Size: 4294967295, Max: %d}", cause, max)
 			}
 		}
 		if victim.Err() != cause {
@@ -696,7 +735,7 @@ func TestHostileFrame(t *testing.T) {
 					check := bystander(t, tr, log)
 					pc, cc := pipe(t, tr)
 					ach := acceptAsync(cc, config(log), 1)
-					sess, st := handParent(t, pc)
+					st := pc
 					hello := testHello
 					hello.Version, hello.MaxMessage = wire.Version, wire.DefaultMaxMessage
 					writeFrame(t, st, helloHeader(hello), hello)
@@ -715,9 +754,9 @@ func TestHostileFrame(t *testing.T) {
 					ce.expectFrame(t, good, want)
 					// The write may see the session end before it returns: the
 					// victim reacts to the header as soon as it has it.
-					_, _ = st.Write(hostileHeader(hc.edit))
-					checkClosed(t, a.l, ce, hc.want, lb, "link=parent", 3)
-					awaitClosed(t, sess.CloseChan(), "the hostile parent's session to end")
+					_, _ = st.Write(hostileHeader(hc.edit, hc.tunnel))
+					checkClosed(t, a.l, ce, hc.want, hc.max, lb, "link=parent", 3)
+					awaitEOF(t, st, "the hostile parent's connection to close")
 					check()
 				})
 			})
@@ -727,7 +766,8 @@ func TestHostileFrame(t *testing.T) {
 					check := bystander(t, tr, log)
 					pc, cc := pipe(t, tr)
 					och := openAsync(pc, testHello, config(log))
-					sess, st, hello := handChild(t, cc)
+					st := cc
+					hello := handChild(t, cc)
 					writeFrame(t, st, wire.Header{Dst: 3, Src: 7, Auth: 7, Handle: wire.HandleHello},
 						wire.HelloAck{Version: wire.Version, ID: hello.ID})
 					o := await(t, och, "Open")
@@ -743,9 +783,9 @@ func TestHostileFrame(t *testing.T) {
 					pe.expectFrame(t, good, want)
 					// The write may see the session end before it returns: the
 					// victim reacts to the header as soon as it has it.
-					_, _ = st.Write(hostileHeader(hc.edit))
-					checkClosed(t, o.l, pe, hc.want, lb, "link=7", 7)
-					awaitClosed(t, sess.CloseChan(), "the hostile child's session to end")
+					_, _ = st.Write(hostileHeader(hc.edit, hc.tunnel))
+					checkClosed(t, o.l, pe, hc.want, hc.max, lb, "link=7", 7)
+					awaitEOF(t, st, "the hostile child's connection to close")
 					check()
 				})
 			})
@@ -987,8 +1027,8 @@ func TestOpenUnblock(t *testing.T) {
 		cfg.HelloTimeout = time.Hour
 		pc, cc := pipe(t, tr)
 		och := openAsync(pc, testHello, cfg)
-		sess, _, _ := handChild(t, cc) // Open now waits for the ack
-		sess.Close()
+		handChild(t, cc) // Open now waits for the ack
+		cc.Close()
 		o := await(t, och, "Open to return")
 		if o.err == nil {
 			o.l.Close()

@@ -18,8 +18,11 @@ const (
 	// Magic0 and Magic1 open every frame ("AR").
 	Magic0 = 'A'
 	Magic1 = 'R'
-	// Version is the frame format version; a peer speaking another is refused.
-	Version = 1
+	// Version is the link protocol version, carried by every frame header
+	// (message and tunnel) and by the hello exchange; a peer speaking
+	// another is refused. Version 1 ran the message stream inside a yamux
+	// session; version 2 frames the link itself (PROTOCOL.md section 1).
+	Version = 2
 )
 
 // Flags carried in a frame header.

@@ -25,7 +25,7 @@ func TestHeaderLayout(t *testing.T) {
 	}
 	var b [wire.HeaderSize]byte
 	h.Put(b[:])
-	want := "4152" + "01" + "03" + // "AR", version 1, flags
+	want := "4152" + "02" + "03" + // "AR", version 2, flags
 		"01020304" + "05060708" + "090a0b0c" + // dst, src, auth
 		"0d0e0f10" + "11121314" + "15161718" // handle, reply_to, length
 	if got := hex.EncodeToString(b[:]); got != want {
@@ -136,7 +136,8 @@ func TestReadFrameErrors(t *testing.T) {
 		{"bad magic second byte", frame(0, func(b []byte) { b[1] = 'X' }, nil), wire.ErrBadMagic, 0},
 		{"zero magic", frame(0, func(b []byte) { b[0], b[1] = 0, 0 }, nil), wire.ErrBadMagic, 0},
 		{"version 0", frame(0, func(b []byte) { b[2] = 0 }, nil), wire.ErrBadVersion, 0},
-		{"version 2", frame(0, func(b []byte) { b[2] = 2 }, nil), wire.ErrBadVersion, 0},
+		{"version 1", frame(0, func(b []byte) { b[2] = 1 }, nil), wire.ErrBadVersion, 0},
+		{"version 3", frame(0, func(b []byte) { b[2] = 3 }, nil), wire.ErrBadVersion, 0},
 		{"version 255", frame(0, func(b []byte) { b[2] = 255 }, nil), wire.ErrBadVersion, 0},
 		{"unknown flag bit 2", frame(0, func(b []byte) { b[3] = 0x04 }, nil), wire.ErrBadFlags, 0},
 		{"unknown flag bit 7", frame(0, func(b []byte) { b[3] = 0x80 }, nil), wire.ErrBadFlags, 0},
@@ -310,7 +311,7 @@ func TestWellKnownHandles(t *testing.T) {
 func TestDeadReplyExample(t *testing.T) {
 	h := wire.Header{Flags: wire.FlagDead, Dst: 0, Src: 7, Auth: 7, Handle: 1000, ReplyTo: wire.HandleNone}
 	got := hex.EncodeToString(wire.AppendFrame(nil, h, wire.EncodeDeadReason("invalid handle")))
-	want := "41520101" + "00000000" + "00000007" + "00000007" +
+	want := "41520201" + "00000000" + "00000007" + "00000007" +
 		"000003e8" + "00000000" + "0000000f" +
 		"6e" + hex.EncodeToString([]byte("invalid handle"))
 	if got != want {
