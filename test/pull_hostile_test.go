@@ -3,10 +3,9 @@ package test
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
-	"hash"
+	"hash/crc32"
 	"io"
 	"io/fs"
 	"os"
@@ -79,13 +78,26 @@ const (
 	wireSymlink = 3
 )
 
+// crcPair is the transfer's check (section 11.3): CRC-32C, then CRC-32
+// (IEEE), big-endian.
+type crcPair struct{ c, i uint32 }
+
+func (k *crcPair) Write(p []byte) {
+	k.c = crc32.Update(k.c, crc32.MakeTable(crc32.Castagnoli), p)
+	k.i = crc32.Update(k.i, crc32.IEEETable, p)
+}
+
+func (k *crcPair) Sum() []byte {
+	return binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, k.c), k.i)
+}
+
 // forger writes a stream whose counts and digests agree with what it sent,
 // so each scenario is hostile only in the way it means to be.
 type forger struct {
 	w            *bufio.Writer
 	dir          bool
 	files, bytes int64
-	manifest     hash.Hash
+	manifest     crcPair
 	fileSum      []byte
 	err          error // the first write error: the receiver gave up
 }
@@ -110,7 +122,12 @@ func (f *forger) cbor(typ byte, v any) {
 	f.record(typ, b)
 }
 
-func (f *forger) begin(b wireBegin) { f.dir = b.Dir; f.cbor('b', b) }
+// begin starts a stream of transfer version 2.
+func (f *forger) begin(b wireBegin) {
+	f.dir = b.Dir
+	f.record('v', []byte{2})
+	f.cbor('b', b)
+}
 
 func (f *forger) entry(e wireEntry) {
 	f.cbor('h', e)
@@ -122,10 +139,10 @@ func (f *forger) entry(e wireEntry) {
 }
 
 // file declares declared bytes and sends n bytes of pattern, in chunks,
-// with their true SHA-256.
+// with their true check.
 func (f *forger) file(path string, mode uint32, declared int64, pattern []byte, n int) {
 	f.entry(wireEntry{Path: path, Type: wireFile, Mode: mode, Size: declared})
-	h := sha256.New()
+	var h crcPair
 	const chunk = 256 << 10
 	buf := make([]byte, 0, chunk)
 	for sent := 0; sent < n && f.err == nil; {
@@ -137,7 +154,7 @@ func (f *forger) file(path string, mode uint32, declared int64, pattern []byte, 
 		f.record('d', buf)
 		sent += len(buf)
 	}
-	sum := h.Sum(nil)
+	sum := h.Sum()
 	f.record('s', sum)
 	f.manifest.Write(sum)
 	f.fileSum = sum
@@ -146,7 +163,7 @@ func (f *forger) file(path string, mode uint32, declared int64, pattern []byte, 
 }
 
 func (f *forger) end() {
-	digest := f.manifest.Sum(nil)
+	digest := f.manifest.Sum()
 	if !f.dir {
 		digest = f.fileSum
 	}
@@ -196,7 +213,7 @@ func hostileSend(ctx context.Context, c *funcs.Call, a transfer.SendArgs) (trans
 	defer ch.Close()
 	stop := context.AfterFunc(ctx, ch.Abort)
 	defer stop()
-	f := &forger{w: bufio.NewWriterSize(ch, 64<<10), manifest: sha256.New()}
+	f := &forger{w: bufio.NewWriterSize(ch, 64<<10)}
 	scenario(f, os.Getenv(hostileArgEnv))
 	if f.err == nil && f.w.Flush() == nil {
 		_ = ch.CloseWrite()

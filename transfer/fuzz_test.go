@@ -3,7 +3,6 @@ package transfer
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"io"
 	"io/fs"
 	"os"
@@ -93,7 +92,7 @@ func fuzzSeeds(f *testing.F) [][]byte {
 	}
 	forged := func(send func(fg *forge)) []byte {
 		var b bytes.Buffer
-		fg := &forge{rw: newRecWriter(&b), manifest: sha256.New()}
+		fg := &forge{rw: newRecWriter(&b)}
 		send(fg)
 		fg.rw.flush()
 		return b.Bytes()

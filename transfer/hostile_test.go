@@ -3,10 +3,8 @@ package transfer
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
 	"io/fs"
 	"net"
 	"os"
@@ -50,7 +48,7 @@ func hostileNode(t *testing.T) (*arborctx.Remote, func(sender func(f *forge))) {
 		mu.Lock()
 		send := sender
 		mu.Unlock()
-		f := &forge{ctx: ctx, rw: newRecWriter(ch), manifest: sha256.New()}
+		f := &forge{ctx: ctx, rw: newRecWriter(ch)}
 		send(f)
 		if f.rw.flush() == nil {
 			_ = ch.CloseWrite()
@@ -75,12 +73,14 @@ type forge struct {
 	rw           *recWriter
 	dir          bool
 	files, bytes int64
-	manifest     hash.Hash
+	manifest     check
 	fileSum      []byte
 }
 
+// begin starts a version 2 stream.
 func (f *forge) begin(b beginRec) {
 	f.dir = b.Dir
+	f.rw.write(recVersion, versionRecord)
 	f.rw.writeCBOR(recBegin, b)
 }
 
@@ -102,25 +102,33 @@ func (f *forge) symlink(path, target string) {
 }
 
 // file sends an entry declaring declared bytes, then data (whatever its
-// length) and its true SHA-256. It stops at the first write error: the
+// length) and its true check. It stops at the first write error: the
 // receiver gave up.
 func (f *forge) file(path string, mode uint32, declared int64, data []byte) {
+	f.fileAltered(path, mode, declared, data, data)
+}
+
+// fileAltered is file with the bytes sent changed on the way: sent goes
+// out in data's place, with data's check (as if a hop had changed them).
+func (f *forge) fileAltered(path string, mode uint32, declared int64, data, sent []byte) {
 	f.entry(entryRec{Path: path, Type: typeFile, Mode: mode, Size: declared})
-	for off := 0; off < len(data); off += chunkSize {
-		if err := f.rw.write(recData, data[off:min(off+chunkSize, len(data))]); err != nil {
+	for off := 0; off < len(sent); off += chunkSize {
+		if err := f.rw.write(recData, sent[off:min(off+chunkSize, len(sent))]); err != nil {
 			return
 		}
 	}
-	h := sha256.Sum256(data)
-	f.rw.write(recSum, h[:])
-	f.manifest.Write(h[:])
-	f.fileSum = h[:]
+	var k check
+	k.Write(data)
+	h := k.Sum()
+	f.rw.write(recSum, h)
+	f.manifest.Write(h)
+	f.fileSum = h
 	f.files++
-	f.bytes += int64(len(data))
+	f.bytes += int64(len(sent))
 }
 
 func (f *forge) end() {
-	digest := f.manifest.Sum(nil)
+	digest := f.manifest.Sum()
 	if !f.dir {
 		digest = f.fileSum
 	}

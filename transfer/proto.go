@@ -16,14 +16,24 @@ import (
 // a sequence of records: one type byte, a 4-byte big-endian body length,
 // the body. The sender writes
 //
+//	'v' version (1 byte: 2)
 //	'b' begin   CBOR begin
-//	per entry:  'h' CBOR entry; for a file: 'd' data... then 's' sha256 (32 bytes)
+//	per entry:  'h' CBOR entry; for a file: 'd' data... then 's' check (8 bytes)
 //	'e' end     CBOR end
 //
-// or 'x' (CBOR text) at any point when it fails. The receiver answers on
-// the other direction with one record: 'k' (CBOR Summary) once every file
-// is in place, or 'x' with its error. A stream that ends before 'e' was cut
-// short: nothing of the file being written is left under its real name.
+// or 'x' (CBOR text) at any point when it fails, also in place of 'v'.
+// The receiver answers on the other direction with 'v' and then one
+// record: 'k' (CBOR Summary) once every file is in place, or 'x' with its
+// error. A stream that ends before 'e' was cut short: nothing of the file
+// being written is left under its real name.
+//
+// The check (see check) is the CRC-32C and the CRC-32 of a file's bytes;
+// version 1 sent a SHA-256 in 's' and no 'v' records. Each end tells a
+// version 1 peer by its first record (a sender's 'b', a receiver's 'k' or
+// 'x') and fails with ErrVersion; a receiver answers a version 1 sender
+// with a lone 'x', which version 1 reads, so either end of a mixed pair
+// says what is wrong. A version 1 end refuses a version 2 stream at its
+// first record.
 //
 // The receiver trusts nothing the stream says (see receive): the first
 // entry is the root ".", a file or (with -r) a directory as the begin
@@ -33,14 +43,18 @@ import (
 // match them at the end; modes keep 0777 only, unless asked otherwise. A
 // sender sends the first size bytes of a file, its size when listed.
 const (
-	recBegin = 'b'
-	recEntry = 'h'
-	recData  = 'd'
-	recSum   = 's'
-	recEnd   = 'e'
-	recError = 'x'
-	recOK    = 'k'
+	recVersion = 'v'
+	recBegin   = 'b'
+	recEntry   = 'h'
+	recData    = 'd'
+	recSum     = 's'
+	recEnd     = 'e'
+	recError   = 'x'
+	recOK      = 'k'
 )
+
+// Version is the transfer protocol's version, carried in 'v' records.
+const Version = 2
 
 const (
 	// chunkSize is the data carried per 'd' record.
@@ -76,7 +90,7 @@ type entryRec struct {
 type endRec struct {
 	Files  int64  `cbor:"1,keyasint,omitempty"`
 	Bytes  int64  `cbor:"2,keyasint,omitempty"`
-	Digest []byte `cbor:"3,keyasint"` // see Summary.SHA256
+	Digest []byte `cbor:"3,keyasint"` // the file's check, or the manifest's (see Summary.Checksum)
 }
 
 // Errors a receiver refuses a sender's stream with. Each is matched with
@@ -95,7 +109,30 @@ var (
 	// size its entry declared, or entries whose sizes and count exceed
 	// the totals of the begin record.
 	ErrSize = errors.New("arbor: transfer: the sender sent another size than it declared")
+	// ErrChecksum matches a file whose bytes, as received, do not have
+	// the check the sender computed as it read them: they were changed on
+	// the way (see check).
+	ErrChecksum = errors.New("arbor: transfer: checksum mismatch")
+	// ErrVersion matches a peer that speaks another version of the
+	// transfer protocol (an agent of another Arbor release).
+	ErrVersion = errors.New("arbor: transfer: the two ends speak different transfer versions")
 )
+
+// versionRecord is the body of a 'v' record.
+var versionRecord = []byte{Version}
+
+// checkVersion checks the body of the peer's 'v' record; role names the
+// peer ("sender" or "receiver").
+func checkVersion(role string, body []byte) error {
+	if len(body) != 1 {
+		return fmt.Errorf("arbor: transfer: version record of %d bytes from the %s", len(body), role)
+	}
+	if body[0] != Version {
+		return fmt.Errorf("%w: the %s speaks version %d, this end version %d; run the same Arbor release at both ends",
+			ErrVersion, role, body[0], Version)
+	}
+	return nil
+}
 
 // errCutShort: the channel ended before the protocol said it was done.
 var errCutShort = errors.New("arbor: transfer cut short: channel closed before the end")
@@ -225,11 +262,16 @@ func (e *peerError) Error() string {
 }
 
 func decodePeerError(role string, body []byte) error {
+	return &peerError{role: role, msg: peerMessage(body)}
+}
+
+// peerMessage is the text of an 'x' record.
+func peerMessage(body []byte) string {
 	var msg string
 	if err := wire.Unmarshal(body, &msg); err != nil {
 		msg = "undecodable error record: " + err.Error()
 	}
-	return &peerError{role: role, msg: msg}
+	return msg
 }
 
 // localError marks a failure of this end's own file system work (a missing

@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io/fs"
 	"os"
 	"path"
@@ -28,8 +26,8 @@ import (
 // It is the node side of fs.recv, whose sender is the node's own root;
 // Pull names the copy itself (see receive). Every file is written to a
 // temporary name beside its destination and renamed into place only after
-// its size and SHA-256 match the sender's; a failure removes the file
-// being written and keeps what was already in place.
+// its size and check (CRC-32C and CRC-32) match the sender's; a failure
+// removes the file being written and keeps what was already in place.
 func Receive(ctx context.Context, c Conn, dest string, o Options) (Summary, error) {
 	return receive(ctx, c, dest, sendersName, o)
 }
@@ -65,6 +63,9 @@ func receive(ctx context.Context, c Conn, dest string, name nameFunc, o Options)
 		}
 		var pe *peerError
 		if !errors.As(err, &pe) && !errors.Is(err, errCutShort) {
+			if !rc.v1 {
+				_ = rw.write(recVersion, versionRecord)
+			}
 			_ = rw.writeCBOR(recError, err.Error())
 			_ = rw.flush()
 		}
@@ -72,6 +73,9 @@ func receive(ctx context.Context, c Conn, dest string, name nameFunc, o Options)
 		return sum, err
 	}
 	sum.Seconds = time.Since(start).Seconds()
+	if err := rw.write(recVersion, versionRecord); err != nil {
+		return sum, &errs.Kind{Kind: errCutShort, Cause: err}
+	}
 	if err := rw.writeCBOR(recOK, sum); err != nil {
 		return sum, &errs.Kind{Kind: errCutShort, Cause: err}
 	}
@@ -127,6 +131,7 @@ type receiver struct {
 	tmp   string // the file being written (beneath tmpAt), removed on failure
 	dirs  []dirTimes
 	free  chan []byte // data buffers, shared by the files of one transfer
+	v1    bool        // the sender speaks version 1: answer with a lone 'x'
 }
 
 type dirTimes struct {
@@ -169,6 +174,23 @@ func (rc *receiver) run(dest string) (Summary, error) {
 	if err != nil {
 		return sum, err
 	}
+	switch typ {
+	case recError: // a sender of any version that failed before it began
+		return sum, decodePeerError("sender", body)
+	case recBegin:
+		rc.v1 = true
+		return sum, fmt.Errorf("%w: the sender speaks version 1 (a SHA-256 per file), this end version %d (CRC-32C and CRC-32); run the same Arbor release at both ends",
+			ErrVersion, Version)
+	case recVersion:
+		if err := checkVersion("sender", body); err != nil {
+			return sum, err
+		}
+	default:
+		return sum, fmt.Errorf("arbor: transfer: expected a version record, got %q", typ)
+	}
+	if typ, body, err = rc.rr.next(); err != nil {
+		return sum, err
+	}
 	if typ == recError {
 		return sum, decodePeerError("sender", body)
 	}
@@ -189,8 +211,8 @@ func (rc *receiver) run(dest string) (Summary, error) {
 		return sum, local(err)
 	}
 	prog := Progress{TotalBytes: b.Bytes, TotalFiles: b.Files}
-	manifest := sha256.New()
-	var fileSum []byte
+	man := newManifest(rc.o)
+	var fileSums sums
 	var decl totals
 	for {
 		typ, body, err := rc.rr.next()
@@ -208,11 +230,11 @@ func (rc *receiver) run(dest string) (Summary, error) {
 			if decl.entries == 0 {
 				return sum, fmt.Errorf("%w: the transfer ended without a root entry", ErrWrongKind)
 			}
-			digest := manifest.Sum(nil)
+			digest := man.sums()
 			if !b.Dir {
-				digest = fileSum
+				digest = fileSums
 			}
-			if e.Files != sum.Files || e.Bytes != sum.Bytes || !bytes.Equal(e.Digest, digest) {
+			if e.Files != sum.Files || e.Bytes != sum.Bytes || !bytes.Equal(e.Digest, digest.check) {
 				return sum, fmt.Errorf("arbor: transfer: sender reports %d files, %d bytes; received %d files, %d bytes",
 					e.Files, e.Bytes, sum.Files, sum.Bytes)
 			}
@@ -223,7 +245,9 @@ func (rc *receiver) run(dest string) (Summary, error) {
 			if err := rc.finishDirs(); err != nil {
 				return sum, local(err)
 			}
-			sum.SHA256 = hex.EncodeToString(digest)
+			if digest.sha != nil {
+				sum.SHA256 = hex.EncodeToString(digest.sha)
+			}
 			return sum, nil
 		case recEntry:
 		default:
@@ -249,8 +273,7 @@ func (rc *receiver) run(dest string) (Summary, error) {
 			}
 			decl.bytes += e.Size
 		}
-		manifest.Write([]byte(e.Path))
-		manifest.Write([]byte{0})
+		man.entry(e.Path)
 		switch e.Type {
 		case typeDir:
 			if rel != "." {
@@ -259,7 +282,7 @@ func (rc *receiver) run(dest string) (Summary, error) {
 				}
 			}
 		case typeSymlink:
-			manifest.Write([]byte(e.Target))
+			man.target(e.Target)
 			if err := rc.symlink(rel, e); err != nil {
 				return sum, local(err)
 			}
@@ -268,8 +291,8 @@ func (rc *receiver) run(dest string) (Summary, error) {
 			if err != nil {
 				return sum, err
 			}
-			manifest.Write(h)
-			fileSum = h
+			man.file(h)
+			fileSums = h
 			sum.Files++
 			sum.Bytes += n
 			prog.Files++
@@ -506,19 +529,19 @@ func (rc *receiver) symlink(rel string, e entryRec) error {
 }
 
 // file receives one file's data into a temporary file beside rel and
-// renames it into place once its size and SHA-256 match the sender's.
-func (rc *receiver) file(root *os.Root, rel string, e entryRec, prog *Progress) ([]byte, int64, error) {
+// renames it into place once its size and check match the sender's.
+func (rc *receiver) file(root *os.Root, rel string, e entryRec, prog *Progress) (sums, int64, error) {
 	shown := rc.show(rel)
 	if fi, err := root.Lstat(rel); err == nil && fi.IsDir() {
-		return nil, 0, local(fmt.Errorf("arbor: %s exists and is a directory", shown))
+		return sums{}, 0, local(fmt.Errorf("arbor: %s exists and is a directory", shown))
 	}
 	tmp, err := tempName(rel)
 	if err != nil {
-		return nil, 0, local(err)
+		return sums{}, 0, local(err)
 	}
 	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return nil, 0, local(fmt.Errorf("arbor: creating %s: %w", shown, unwrapPath(err)))
+		return sums{}, 0, local(fmt.Errorf("arbor: creating %s: %w", shown, unwrapPath(err)))
 	}
 	rc.tmpAt, rc.tmp = root, tmp
 	h, n, err := rc.fileData(f, shown, e.Size, prog)
@@ -539,22 +562,23 @@ func (rc *receiver) file(root *os.Root, rel string, e entryRec, prog *Progress) 
 		err = local(fmt.Errorf("arbor: writing %s: %w", shown, unwrapPath(cerr)))
 	}
 	if err != nil {
-		return nil, n, err
+		return sums{}, n, err
 	}
 	if err := setTimes(root, tmp, e.MtimeNs); err != nil {
-		return nil, n, local(fmt.Errorf("arbor: setting times of %s: %w", shown, err))
+		return sums{}, n, local(fmt.Errorf("arbor: setting times of %s: %w", shown, err))
 	}
 	if err := root.Rename(tmp, rel); err != nil {
-		return nil, n, local(fmt.Errorf("arbor: renaming into place %s: %w", shown, unwrapPath(err)))
+		return sums{}, n, local(fmt.Errorf("arbor: renaming into place %s: %w", shown, unwrapPath(err)))
 	}
 	rc.tmp = ""
 	return h, n, nil
 }
 
 // fileData reads one file's records into f, refusing data past limit
-// bytes. A writer goroutine hashes and writes each chunk while the next
-// is read from the channel.
-func (rc *receiver) fileData(f *os.File, shown string, limit int64, prog *Progress) ([]byte, int64, error) {
+// bytes. A writer goroutine sums and writes each chunk while the next is
+// read from the channel. The sums are of the bytes as received, before
+// they are written.
+func (rc *receiver) fileData(f *os.File, shown string, limit int64, prog *Progress) (sums, int64, error) {
 	if rc.free == nil {
 		rc.free = make(chan []byte, pipelineDepth)
 		for i := 0; i < pipelineDepth; i++ {
@@ -563,17 +587,17 @@ func (rc *receiver) fileData(f *os.File, shown string, limit int64, prog *Progre
 	}
 	full := make(chan []byte, pipelineDepth)
 	type result struct {
-		sum []byte
+		sum sums
 		err error
 	}
 	written := make(chan result, 1)
 	failed := make(chan struct{}) // closed on the writer's first error
 	go func() {
-		var h hash.Hash = sha256.New()
+		h := newDigests(rc.o)
 		var err error
 		for b := range full {
 			if err == nil {
-				h.Write(b)
+				h.write(b)
 				if _, werr := f.Write(b); werr != nil {
 					err = local(fmt.Errorf("arbor: writing %s: %w", shown, unwrapPath(werr)))
 					close(failed)
@@ -581,7 +605,7 @@ func (rc *receiver) fileData(f *os.File, shown string, limit int64, prog *Progre
 			}
 			rc.free <- b[:cap(b)]
 		}
-		written <- result{h.Sum(nil), err}
+		written <- result{h.sums(), err}
 	}()
 	var n int64
 	finish := func() result {
@@ -592,20 +616,20 @@ func (rc *receiver) fileData(f *os.File, shown string, limit int64, prog *Progre
 		typ, body, err := rc.rr.nextInto(func() []byte { return <-rc.free })
 		if err != nil {
 			finish()
-			return nil, n, err
+			return sums{}, n, err
 		}
 		switch typ {
 		case recData:
 			if int64(len(body)) > limit-n {
 				rc.free <- body[:cap(body)] // never written
 				finish()
-				return nil, n, fmt.Errorf("%w: %s: more than the %d bytes declared", ErrSize, shown, limit)
+				return sums{}, n, fmt.Errorf("%w: %s: more than the %d bytes declared", ErrSize, shown, limit)
 			}
 			select {
 			case <-failed:
 				full <- body
 				res := finish()
-				return nil, n, res.err
+				return sums{}, n, res.err
 			default:
 			}
 			full <- body
@@ -617,18 +641,19 @@ func (rc *receiver) fileData(f *os.File, shown string, limit int64, prog *Progre
 		case recSum:
 			res := finish()
 			if res.err != nil {
-				return nil, n, res.err
+				return sums{}, n, res.err
 			}
-			if !bytes.Equal(body, res.sum) {
-				return nil, n, fmt.Errorf("arbor: transfer: %s: SHA-256 mismatch: sender %x, received %x", shown, body, res.sum)
+			if !bytes.Equal(body, res.sum.check) {
+				return sums{}, n, fmt.Errorf("%w: %s: the sender's CRC-32C and CRC-32 %x, the bytes received %x",
+					ErrChecksum, shown, body, res.sum.check)
 			}
 			return res.sum, n, nil
 		case recError:
 			finish()
-			return nil, n, decodePeerError("sender", body)
+			return sums{}, n, decodePeerError("sender", body)
 		default:
 			finish()
-			return nil, n, fmt.Errorf("arbor: transfer: %s: unexpected record %q in file data", shown, typ)
+			return sums{}, n, fmt.Errorf("arbor: transfer: %s: unexpected record %q in file data", shown, typ)
 		}
 	}
 }

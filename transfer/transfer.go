@@ -2,6 +2,7 @@ package transfer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -50,7 +51,8 @@ func recv(ctx context.Context, c *funcs.Call, a RecvArgs) (Summary, error) {
 	defer ch.Close()
 	// The sender is this node's root, which may run anything here: the
 	// modes it sends are kept as they are, setuid and setgid included.
-	sum, err := Receive(ctx, ch, a.Dest, Options{Recursive: a.Recursive, Sync: a.Sync, PreserveSpecial: true})
+	// The caller's end makes the summary's SHA-256, if anyone does.
+	sum, err := Receive(ctx, ch, a.Dest, Options{Recursive: a.Recursive, Sync: a.Sync, PreserveSpecial: true, SkipSHA256: true})
 	return sum, err
 }
 
@@ -70,7 +72,7 @@ func send(ctx context.Context, c *funcs.Call, a SendArgs) (Summary, error) {
 		_ = ch.CloseWrite()
 		return Summary{}, err
 	}
-	return Send(ctx, ch, p, Options{})
+	return Send(ctx, ch, p, Options{SkipSHA256: true})
 }
 
 // Push copies the local file or tree src to dst on node rm. Errors name
@@ -94,6 +96,9 @@ func Push(ctx context.Context, rm *arborctx.Remote, src, dst string, o Options) 
 	switch {
 	case serr != nil && IsLocal(serr):
 		return sum, serr
+	case errors.Is(serr, ErrVersion):
+		// Said better here than by the node, which may be older.
+		return sum, fmt.Errorf("%w (push to node %d (%s))", serr, rm.ID(), rm.Name())
 	case werr != nil:
 		return sum, werr
 	case serr != nil:
@@ -132,6 +137,8 @@ func Pull(ctx context.Context, rm *arborctx.Remote, src, dst string, o Options) 
 	switch {
 	case rerr != nil && IsLocal(rerr):
 		return sum, rerr
+	case errors.Is(rerr, ErrVersion):
+		return sum, fmt.Errorf("%w (pull from node %d (%s))", rerr, rm.ID(), rm.Name())
 	case werr != nil && !gaveUp:
 		// The node's own error, or the hop that was lost, named.
 		return sum, werr

@@ -84,8 +84,27 @@ func TestPushPullFile(t *testing.T) {
 	if last.Bytes != last.TotalBytes || last.TotalBytes != int64(len(data)) {
 		t.Errorf("last progress %+v", last)
 	}
-	if _, err := Pull(ctxPatience(t), rm, filepath.Join(dir, "pushed"), filepath.Join(dir, "pulled"), Options{}); err != nil {
+	sum, err = Pull(ctxPatience(t), rm, filepath.Join(dir, "pushed"), filepath.Join(dir, "pulled"), Options{})
+	if err != nil {
 		t.Fatal(err)
+	}
+	if sum.SHA256 != hexOf(want[:]) || sum.Bytes != int64(len(data)) {
+		t.Fatalf("pull: summary %+v", sum)
+	}
+	// Without the summary's SHA-256, the same copy, checked the same way.
+	for _, run := range []func(string, string, Options) (Summary, error){
+		func(src, dst string, o Options) (Summary, error) { return Push(ctxPatience(t), rm, src, dst, o) },
+		func(src, dst string, o Options) (Summary, error) { return Pull(ctxPatience(t), rm, src, dst, o) },
+	} {
+		dst := filepath.Join(dir, "skipped")
+		sum, err := run(src, dst, Options{SkipSHA256: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := os.ReadFile(dst); sum.SHA256 != "" || !bytes.Equal(got, data) {
+			t.Errorf("SkipSHA256: summary %+v, %d bytes copied", sum, len(got))
+		}
+		os.Remove(dst)
 	}
 	for _, name := range []string{"pushed", "pulled"} {
 		p := filepath.Join(dir, name)
@@ -173,8 +192,19 @@ func pipeConn() (*router.Channel, *router.Channel) {
 	return &router.Channel{Conn: a}, &router.Channel{Conn: b}
 }
 
-// craft sends records to Receive into dest and returns its error.
+// craft sends a version record and records to Receive into dest and
+// returns its error.
 func craft(t *testing.T, dest string, records func(rw *recWriter)) error {
+	t.Helper()
+	return craftRaw(t, dest, func(rw *recWriter) {
+		rw.write(recVersion, versionRecord)
+		records(rw)
+	})
+}
+
+// craftRaw sends records, and nothing else, to Receive into dest and
+// returns its error.
+func craftRaw(t *testing.T, dest string, records func(rw *recWriter)) error {
 	t.Helper()
 	snd, rcv := pipeConn()
 	done := make(chan error, 1)
@@ -203,8 +233,9 @@ func TestEscapesRefused(t *testing.T) {
 	file := func(rw *recWriter, path string) {
 		rw.writeCBOR(recEntry, entryRec{Path: path, Type: typeFile, Mode: 0o644})
 		rw.write(recData, []byte("pwned"))
-		h := sha256.Sum256([]byte("pwned"))
-		rw.write(recSum, h[:])
+		var k check
+		k.Write([]byte("pwned"))
+		rw.write(recSum, k.Sum())
 	}
 	root := func(rw *recWriter) {
 		rw.writeCBOR(recBegin, beginRec{Base: "t", Dir: true})
@@ -260,9 +291,10 @@ func TestCutShortLeavesNothing(t *testing.T) {
 	}
 	err = craft(t, filepath.Join(dir, "f"), func(rw *recWriter) {
 		head(rw)
-		rw.write(recSum, make([]byte, 32))
+		rw.write(recData, []byte("56789"))
+		rw.write(recSum, make([]byte, checkSize))
 	})
-	if err == nil || !strings.Contains(err.Error(), "SHA-256 mismatch") {
+	if !errors.Is(err, ErrChecksum) {
 		t.Fatalf("bad sum: got %v", err)
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
