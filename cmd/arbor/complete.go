@@ -229,10 +229,11 @@ func completeNodes(g *globalFlags, files bool) cobra.CompletionFunc {
 	}
 }
 
-// completeNode completes one NODE of arbor serve (kill, routes --at).
-func completeNode(g *globalFlags) cobra.CompletionFunc {
+// completeNode completes one NODE of arbor serve: kill's argument (arg),
+// routes --at's value.
+func completeNode(g *globalFlags, arg bool) cobra.CompletionFunc {
 	return func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
-		if len(args) > 0 && cmd.Flags().Lookup("at") == nil {
+		if arg && len(args) > 0 {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
 		g.completing(cmd)
@@ -422,7 +423,7 @@ func addCompletions(root *cobra.Command, g *globalFlags) {
 		case "arbor call":
 			c.ValidArgsFunction = completeCall(g)
 		case "arbor kill":
-			c.ValidArgsFunction = completeNode(g)
+			c.ValidArgsFunction = completeNode(g, true)
 		case "arbor spawn", "arbor pool keep":
 			c.ValidArgsFunction = completePath(g)
 		case "arbor inventory list":
@@ -436,7 +437,7 @@ func addCompletions(root *cobra.Command, g *globalFlags) {
 		}
 		if c.CommandPath() == "arbor routes" {
 			_ = c.RegisterFlagCompletionFunc("to", completePath(g))
-			_ = c.RegisterFlagCompletionFunc("at", completeNode(g))
+			_ = c.RegisterFlagCompletionFunc("at", completeNode(g, false))
 		} else if c.Flags().Lookup("to") != nil {
 			_ = c.RegisterFlagCompletionFunc("to", completeSet(g))
 		}
