@@ -1,10 +1,14 @@
-// Package transfer_test benchmarks file pushes through chains of real
-// local agents (the built arbor binary) next to a raw pipe chain of `cat`
-// relays moving the same file in the same run. Figures are reported,
-// never asserted; see docs/BENCHMARKS.md.
+// Package transfer_test benchmarks file pushes and pulls through chains
+// of real local agents (the built arbor binary) next to a raw pipe chain
+// of `cat` relays moving the same file in the same run. Figures are
+// reported, never asserted; see docs/BENCHMARKS.md.
 //
 //	go test ./bench/transfer -run XXX -bench . -benchtime 3x
 //	ARBOR_BENCH_REPORT=1 go test ./bench/transfer -run Report -v   # medians and ratios
+//
+// "arbor" is transfer.Options{} (the caller's end also computes the
+// summary's SHA-256), "arbor-nosha" Options{SkipSHA256: true} (only the
+// CRC-32C and CRC-32 both ends check).
 package transfer_test
 
 import (
@@ -117,16 +121,38 @@ func newChain(tb testing.TB, hops int) *arborChain {
 	return &arborChain{root: root, chain: c}
 }
 
-func (c *arborChain) push(tb testing.TB, src, dst string) time.Duration {
+// push copies src to dst on the chain's last node; pull copies src there
+// back to dst here. Both return the time it took and remove dst.
+func (c *arborChain) push(tb testing.TB, src, dst string, o transfer.Options) time.Duration {
+	return c.run(tb, transfer.Push, src, dst, o)
+}
+
+func (c *arborChain) pull(tb testing.TB, src, dst string, o transfer.Options) time.Duration {
+	return c.run(tb, transfer.Pull, src, dst, o)
+}
+
+func (c *arborChain) run(tb testing.TB, fn func(context.Context, *arborctx.Remote, string, string, transfer.Options) (transfer.Summary, error),
+	src, dst string, o transfer.Options) time.Duration {
+	// A guard against a hang only: a round takes seconds.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	start := time.Now()
-	if _, err := transfer.Push(ctx, c.chain[len(c.chain)-1], src, dst, transfer.Options{}); err != nil {
+	if _, err := fn(ctx, c.chain[len(c.chain)-1], src, dst, o); err != nil {
 		tb.Fatal(err)
 	}
 	d := time.Since(start)
 	os.Remove(dst)
 	return d
+}
+
+// variants are the transfer options measured: the default, and without
+// the summary's SHA-256.
+var variants = []struct {
+	name string
+	o    transfer.Options
+}{
+	{"arbor", transfer.Options{}},
+	{"arbor-nosha", transfer.Options{SkipSHA256: true}},
 }
 
 func BenchmarkPush(b *testing.B) {
@@ -139,15 +165,37 @@ func BenchmarkPush(b *testing.B) {
 				rawChain(b, src, dst, hops)
 			}
 		})
-		b.Run(fmt.Sprintf("arbor/%dhops", hops), func(b *testing.B) {
-			c := newChain(b, hops)
-			defer c.root.Close()
-			b.SetBytes(size)
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				c.push(b, src, dst)
-			}
-		})
+		for _, v := range variants {
+			b.Run(fmt.Sprintf("%s/%dhops", v.name, hops), func(b *testing.B) {
+				c := newChain(b, hops)
+				defer c.root.Close()
+				b.SetBytes(size)
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					c.push(b, src, dst, v.o)
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkPull pulls the file from the last node of the chain (the same
+// file: the nodes are local).
+func BenchmarkPull(b *testing.B) {
+	src := source(b)
+	dst := filepath.Join(work, "dst")
+	for _, hops := range []int{1, 3} {
+		for _, v := range variants {
+			b.Run(fmt.Sprintf("%s/%dhops", v.name, hops), func(b *testing.B) {
+				c := newChain(b, hops)
+				defer c.root.Close()
+				b.SetBytes(size)
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					c.pull(b, src, dst, v.o)
+				}
+			})
+		}
 	}
 }
 
@@ -173,7 +221,7 @@ func BenchmarkPushInProcess(b *testing.B) {
 	b.SetBytes(size)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := transfer.Push(ctx, rm, src, dst, transfer.Options{}); err != nil {
+		if _, err := transfer.Push(ctx, rm, src, dst, transfer.Options{SkipSHA256: os.Getenv("ARBOR_BENCH_NOSHA") != ""}); err != nil {
 			b.Fatal(err)
 		}
 		os.Remove(dst)
@@ -181,7 +229,8 @@ func BenchmarkPushInProcess(b *testing.B) {
 }
 
 // TestReport runs rounds of every case interleaved and prints MB/s medians
-// and the arbor/raw ratio per hop count.
+// and the arbor/raw ratio per hop count, for push and pull, with and
+// without the summary's SHA-256.
 func TestReport(t *testing.T) {
 	if os.Getenv("ARBOR_BENCH_REPORT") == "" {
 		t.Skip("set ARBOR_BENCH_REPORT=1")
@@ -190,17 +239,26 @@ func TestReport(t *testing.T) {
 	src := source(t)
 	dst := filepath.Join(work, "dst")
 	mbps := func(d time.Duration) float64 { return float64(size) / d.Seconds() / 1e6 }
-	for _, hops := range []int{1, 3} {
+	for _, hops := range []int{1, 2, 3} { // 2: bench/run's W5
 		c := newChain(t, hops)
-		var raw, arb []float64
+		var raw []float64
+		arb := map[string][]float64{}
 		for i := 0; i < rounds; i++ {
 			raw = append(raw, mbps(rawChain(t, src, dst, hops)))
-			arb = append(arb, mbps(c.push(t, src, dst)))
+			for _, v := range variants {
+				arb[v.name+" push"] = append(arb[v.name+" push"], mbps(c.push(t, src, dst, v.o)))
+				arb[v.name+" pull"] = append(arb[v.name+" pull"], mbps(c.pull(t, src, dst, v.o)))
+			}
 		}
 		c.root.Close()
-		mr, ma := median(raw), median(arb)
-		t.Logf("%d hop(s), %d MiB, %d rounds: raw cat chain %.0f MB/s, arbor push %.0f MB/s, ratio %.0f%%",
-			hops, size>>20, rounds, mr, ma, 100*ma/mr)
+		mr := median(raw)
+		t.Logf("%d hop(s), %d MiB, %d rounds: raw cat chain %.0f MB/s", hops, size>>20, rounds, mr)
+		for _, v := range variants {
+			for _, verb := range []string{"push", "pull"} {
+				ma := median(arb[v.name+" "+verb])
+				t.Logf("  %-16s %4.0f MB/s, %3.0f%% of raw", v.name+" "+verb, ma, 100*ma/mr)
+			}
+		}
 	}
 }
 
