@@ -34,9 +34,10 @@ import (
 // short, and it returns when the link closes.
 //
 // Outbound, yamux's bytes go out in tunnel frames of at most
-// wire.MaxTunnelPayload bytes, each written whole under Link.wmu, so
-// message frames (heartbeats among them) go out between the pieces of a
-// big channel write.
+// wire.MaxTunnelPayload bytes (1 MiB), each written whole under Link.wmu,
+// so message frames (heartbeats among them) go out between the frames of
+// a big channel write. The tunnel header is joined with the start of the
+// payload: one write for a small frame.
 
 const (
 	// tunnelCopyMax is the largest tunnel frame copied into the tunnel's
@@ -44,10 +45,6 @@ const (
 	tunnelCopyMax = 4 << 10
 	// tunnelBufMax bounds the copied bytes waiting for yamux.
 	tunnelBufMax = 64 << 10
-	// joinMax is the largest piece copied to join its tunnel header; a
-	// larger one goes out in a second write, where the extra call costs
-	// little.
-	joinMax = 16 << 10
 )
 
 // chanSession is a link's yamux session and what serves it.
@@ -325,7 +322,9 @@ func (l *Link) tunnelIn(r *bufio.Reader, n int) error {
 
 // writeTunnel writes a tunnel frame carrying a and then b (at most
 // wire.MaxTunnelPayload bytes together) to the connection, between
-// message frames.
+// message frames. a is at most a yamux header. The header goes out joined
+// with the first writeChunk bytes of payload, the rest in pieces of
+// writeChunk bytes, each under the watchdog.
 func (l *Link) writeTunnel(a, b []byte) error {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
@@ -336,15 +335,19 @@ func (l *Link) writeTunnel(a, b []byte) error {
 	}
 	var hb [wire.TunnelHeaderSize]byte
 	wire.PutTunnelHeader(hb[:], len(a)+len(b))
-	if len(a)+len(b) <= joinMax {
-		l.tjoin = append(append(append(l.tjoin[:0], hb[:]...), a...), b...)
-		return l.connWrite(l.tjoin)
-	}
-	l.tjoin = append(append(l.tjoin[:0], hb[:]...), a...)
+	first := min(len(b), writeChunk-len(hb)-len(a))
+	l.tjoin = append(append(append(l.tjoin[:0], hb[:]...), a...), b[:first]...)
 	if err := l.connWrite(l.tjoin); err != nil {
 		return err
 	}
-	return l.connWrite(b)
+	for b = b[first:]; len(b) > 0; {
+		n := min(len(b), writeChunk)
+		if err := l.connWrite(b[:n]); err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
 }
 
 // sessionEnded is why the link ends when its yamux session ended on its

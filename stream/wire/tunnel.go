@@ -24,8 +24,11 @@ const (
 	TunnelMagic1 = 'T'
 	// TunnelHeaderSize is the size of a tunnel frame header in bytes.
 	TunnelHeaderSize = 8
-	// MaxTunnelPayload is the most bytes one tunnel frame carries.
-	MaxTunnelPayload = 64 << 10
+	// MaxTunnelPayload is the most bytes one tunnel frame carries: a
+	// channel write of a few hundred KiB (a splice buffer, a transfer
+	// record) goes out in one frame, and a message frame waits behind at
+	// most this much bulk data.
+	MaxTunnelPayload = 1 << 20
 )
 
 // FrameKind is what a frame on a link is.

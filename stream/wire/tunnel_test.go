@@ -19,8 +19,8 @@ func TestTunnelHeaderLayout(t *testing.T) {
 	if got != want {
 		t.Fatalf("tunnel frame\n got %s\nwant %s", got, want)
 	}
-	if wire.TunnelHeaderSize != 8 || wire.MaxTunnelPayload != 65536 {
-		t.Fatalf("TunnelHeaderSize %d, MaxTunnelPayload %d; want 8 and 65536", wire.TunnelHeaderSize, wire.MaxTunnelPayload)
+	if wire.TunnelHeaderSize != 8 || wire.MaxTunnelPayload != 1<<20 {
+		t.Fatalf("TunnelHeaderSize %d, MaxTunnelPayload %d; want 8 and 1048576", wire.TunnelHeaderSize, wire.MaxTunnelPayload)
 	}
 }
 
