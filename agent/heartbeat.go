@@ -20,6 +20,9 @@ const (
 	StateUp           = "up"
 	StateUnresponsive = "unresponsive"
 	StateDown         = "down"
+	// StateLeaving is a node's own word that it is shutting down on
+	// purpose (arbor kill, stop, its parent's shutdown).
+	StateLeaving = "leaving"
 )
 
 // HeartbeatConfig says how a node watches its links. It is the one
@@ -138,10 +141,11 @@ type linkHealth struct {
 	heard time.Time // when the child last answered a probe (or the link came up)
 	// The link's counters at the last look (see busy).
 	inFrames, inBytes, outBytes uint64
-	pingSent                    time.Time // first probe not yet answered; zero: none
-	lastProbe                   time.Time // when the last probe went out
-	rtt                         time.Duration
-	reportedRTT                 time.Duration
+	pingSent                    time.Time     // first probe not yet answered; zero: none
+	lastProbe                   time.Time     // when the last probe went out
+	rtt                         time.Duration // smoothed (smoothRTT)
+	reportedRTT                 time.Duration // what the root was last told
+	rttReportedAt               time.Time
 	// outstanding are the probes not yet answered, oldest first, at most
 	// probeWindow of them: only an answer echoing one of their tokens is
 	// life.
@@ -429,23 +433,58 @@ func (hb *heartbeat) onPong(m *router.Message) {
 		lh.pingSent = lh.outstanding[0].sent
 	}
 	lh.heard = now
-	lh.rtt = now.Sub(sent)
+	lh.rtt = smoothRTT(lh.rtt, now.Sub(sent))
 	if lh.state == StateUnresponsive {
 		hb.recovered(p, lh)
-		lh.reportedRTT = lh.rtt
+		lh.reportedRTT, lh.rttReportedAt = lh.rtt, now
 		return
 	}
-	// RTT travels to the root only when it changed markedly, so an idle
-	// tree of many nodes does not report every probe.
-	diff := lh.rtt - lh.reportedRTT
-	if diff < 0 {
-		diff = -diff
-	}
-	if lh.reportedRTT == 0 || diff > max(lh.reportedRTT/2, 5*time.Millisecond) {
-		lh.reportedRTT = lh.rtt
+	if rttDue(lh.reportedRTT, lh.rtt, lh.rttReportedAt, now, hb.cfg.rttRefresh()) {
+		lh.reportedRTT, lh.rttReportedAt = lh.rtt, now
 		hb.report(wire.NodeState{ID: p.PeerID, Parent: hb.n.Router.ID(), State: lh.state, RTT: lh.rtt})
 	}
 }
+
+// smoothRTT folds a new sample into the link's RTT as TCP does (RFC 6298,
+// but with a gain of 1/4): one slow answer moves it a little, a lasting
+// change within a few probes. The first sample is taken as it is.
+func smoothRTT(srtt, sample time.Duration) time.Duration {
+	if srtt == 0 {
+		return sample
+	}
+	return srtt + (sample-srtt)/4
+}
+
+// rttDue says whether the RTT travels to the root: at once when it moved
+// by a fifth (and at least rttStep) from what the root has, and otherwise,
+// if it moved at all, once the root's figure is refresh old. So `arbor
+// tree` is never more than refresh behind, while an idle tree of many
+// nodes sends one report per link per refresh at most.
+func rttDue(reported, srtt time.Duration, reportedAt, now time.Time, refresh time.Duration) bool {
+	if reported == 0 {
+		return true
+	}
+	diff := srtt - reported
+	if diff < 0 {
+		diff = -diff
+	}
+	if diff > max(reported/5, rttStep) {
+		return true
+	}
+	return diff >= rttNoise && now.Sub(reportedAt) >= refresh
+}
+
+const (
+	// rttStep is the smallest RTT change reported at once.
+	rttStep = 200 * time.Microsecond
+	// rttNoise is a change too small to report at all: the tree prints
+	// RTTs to the microsecond.
+	rttNoise = 10 * time.Microsecond
+)
+
+// rttRefresh is how old the root's figure of a link's RTT may get when it
+// moves only a little: ten probes.
+func (c HeartbeatConfig) rttRefresh() time.Duration { return 10 * c.Interval }
 
 // LinkState is the heartbeat view of one child link.
 type LinkState struct {

@@ -139,3 +139,41 @@ func TestHeartbeatStates(t *testing.T) {
 		t.Fatalf("a after b went down: %v", err)
 	}
 }
+
+// TestTreeRTTFollows: the root's figure of a child's RTT follows small
+// changes too (within the refresh, ten probes), not only changes by half.
+func TestTreeRTTFollows(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb := agent.HeartbeatConfig{Interval: 10 * time.Millisecond, UnresponsiveAfter: 5 * time.Second, DownAfter: 20 * time.Second}
+	root, err := agent.NewRoot(agent.Options{Exe: exe, Logger: hclog.NewNullLogger(), Heartbeat: hb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	chain, err := root.SpawnPath(ctx, []spawn.Hop{{Method: "local"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := chain[0]
+	// Count the changes of the root's figure by under a millisecond: the
+	// old rule (a change by half, at least 5 ms) never made one.
+	small, last := 0, time.Duration(0)
+	deadline := time.Now().Add(patience) // guards a hang only
+	for small < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the root's RTT of the child changed by under 1ms %d times in %s", small, patience)
+		}
+		if m, ok := root.Tree.Node(c.ID()); ok && m.RTT > 0 && m.RTT != last {
+			if last != 0 && (m.RTT-last).Abs() < time.Millisecond {
+				small++
+			}
+			last = m.RTT
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"sync"
@@ -64,8 +65,11 @@ type Node struct {
 	// beforeClose runs after the children are down and before the links
 	// close: a child flushes its forwarded logs there.
 	beforeClose func()
-	closed      chan struct{}
-	once        sync.Once
+	// leaving is why this node shuts down, as told to the root (see
+	// reportLeaving); "" until a SHUTDOWN names a reason.
+	leaving string
+	closed  chan struct{}
+	once    sync.Once
 }
 
 type child struct {
@@ -113,7 +117,10 @@ func newNode(r *router.Router, o Options) *Node {
 	n.registerSpawn(reg)
 	n.Dispatcher = funcs.Serve(r, reg, funcs.DefaultConfig(), map[string]any{"node": n})
 	r.Handle(wire.HandlePing, answerPing(r), router.Anyone)
-	r.Handle(wire.HandleShutdown, func(*router.Message) { go n.Close() }, nil)
+	r.Handle(wire.HandleShutdown, func(m *router.Message) {
+		n.setLeaving(m.Src)
+		go n.Close()
+	}, nil)
 	n.hb = startHeartbeat(n)
 	return n
 }
@@ -147,6 +154,7 @@ const closeStepTimeout = 5 * time.Second
 // down.
 func (n *Node) Close() error {
 	n.once.Do(func() {
+		n.reportLeaving()
 		n.mu.Lock()
 		n.closing = true
 		kids := make([]*child, 0, len(n.children))
@@ -238,4 +246,39 @@ func LevelFromEnv(def string) string {
 		return v
 	}
 	return def
+}
+
+// setLeaving records why this node is about to shut down: the SHUTDOWN
+// of node src (arbor kill, or its parent shutting down its subtree).
+func (n *Node) setLeaving(src uint32) {
+	n.mu.Lock()
+	if n.leaving == "" {
+		n.leaving = fmt.Sprintf("shut down on request of node %d", src)
+	}
+	n.mu.Unlock()
+}
+
+// reportLeaving tells the root, before anything closes, that this node is
+// leaving on purpose, so the root reports its route's withdrawal as a
+// shutdown and not as a lost link. It is the one NODE_STATE a node sends
+// about itself: it can only describe its own going, which it could bring
+// about anyway. Sent as control, in order before the links close.
+func (n *Node) reportLeaving() {
+	p := n.Router.Parent()
+	if p == nil {
+		return
+	}
+	n.mu.Lock()
+	reason := n.leaving
+	n.mu.Unlock()
+	if reason == "" {
+		reason = "shut down"
+	}
+	body, err := wire.Marshal(wire.NodeState{ID: n.Router.ID(), Parent: p.PeerID, State: StateLeaving, Cause: reason})
+	if err != nil {
+		return
+	}
+	if err := n.Router.SendControl(wire.Header{Dst: wire.RootID, Handle: wire.HandleNodeState}, body); err != nil {
+		n.Log.Debug("leaving not reported", "error", err)
+	}
 }

@@ -11,7 +11,8 @@ import (
 // TestForgedNodeStateChangesNothing has a child describe its sibling (as
 // DOWN and renamed) and pose as the root's report about itself: the root's
 // tree believes a NODE_STATE only from the node's parent, and takes names
-// from routes, so neither changes anything. The forger is a real node that
+// from routes, so neither changes anything; nor does its word that its
+// sibling is leaving (a node speaks only of its own leaving). The forger is a real node that
 // completed the real hello; it sends the reports through its own router.
 func TestForgedNodeStateChangesNothing(t *testing.T) {
 	root := newRoot(t, agent.HeartbeatConfig{})
@@ -26,6 +27,9 @@ func TestForgedNodeStateChangesNothing(t *testing.T) {
 		{ID: hid, Parent: evil.Router.ID(), Name: "renamed", State: agent.StateDown, Cause: "forged", Spawned: true, Method: "ssh", Target: "attacker"},
 		{ID: hid, Parent: wire.RootID, Name: "renamed", State: agent.StateDown, Cause: "forged"},
 		{ID: evil.Router.ID(), Parent: wire.RootID, Name: "root", State: agent.StateUp, Spawned: true, Method: "local"},
+		// Only a node's own leaving is believed from it.
+		{ID: hid, Parent: wire.RootID, State: agent.StateLeaving, Cause: "forged"},
+		{ID: hid, Parent: evil.Router.ID(), State: agent.StateLeaving, Cause: "forged"},
 	} {
 		body, err := wire.Marshal(ns)
 		if err != nil {

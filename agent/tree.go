@@ -32,6 +32,9 @@ type NodeMeta struct {
 	PID    int
 	State  string
 	RTT    time.Duration
+	// leaving is why the node said it is shutting down (State is
+	// StateLeaving); its route's withdrawal is reported with it.
+	leaving string
 	// known is set once the parent's NODE_STATE has described the node.
 	known bool
 }
@@ -145,8 +148,12 @@ func (t *Tree) onRoute(e routemonitor.Event) {
 		if m := t.nodes[e.ID]; m != nil && name == "" {
 			name = m.Name
 		}
+		cause := logsafe.Clip(e.Cause, maxCause)
+		if m := t.nodes[e.ID]; m != nil && m.State == StateLeaving {
+			cause = m.leaving // clipped and escaped when it came
+		}
 		delete(t.nodes, e.ID)
-		t.emit(TreeEvent{Kind: "del_route", ID: e.ID, Name: name, Time: e.Time, Cause: logsafe.Clip(e.Cause, maxCause)})
+		t.emit(TreeEvent{Kind: "del_route", ID: e.ID, Name: name, Time: e.Time, Cause: cause})
 	}
 }
 
@@ -155,10 +162,17 @@ func (t *Tree) onRoute(e routemonitor.Event) {
 // is believed only from the node's parent as its route told it (a node
 // cannot describe its sibling), and the node's name is the route's: a
 // report changes state, RTT and how the node was spawned, never who it is.
+// The one exception is a node's own StateLeaving: it says only why its
+// route is about to be withdrawn, which the node decides anyway.
 func (t *Tree) onNodeState(m *router.Message) {
 	var ns wire.NodeState
 	if err := wire.Unmarshal(m.Payload, &ns); err != nil {
 		t.n.Log.Warn("bad NODE_STATE", "src", m.Src, "error", err)
+		return
+	}
+	self := ns.State == StateLeaving && ns.ID == m.Auth
+	if self {
+		t.onLeaving(ns)
 		return
 	}
 	if ns.Parent != m.Auth {
@@ -210,9 +224,27 @@ func (t *Tree) onNodeState(m *router.Message) {
 		t.n.Log.Warn("NODE_STATE refused: unknown state", "src", m.Src, "child", ns.ID, "state", termsafeQuote(ns.State))
 		return
 	}
+	if meta.State == StateLeaving && ns.State != StateDown {
+		return // the node said it is going; only its loss changes that
+	}
 	if ns.State != "" && ns.State != meta.State {
 		meta.State = ns.State
 		t.emit(TreeEvent{Kind: ns.State, ID: ns.ID, Name: meta.Name, Cause: logsafe.Clip(ns.Cause, maxCause)})
+	}
+}
+
+// onLeaving records a node's own report that it is shutting down.
+func (t *Tree) onLeaving(ns wire.NodeState) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	meta := t.nodes[ns.ID]
+	if meta == nil || t.clients[ns.ID] {
+		return
+	}
+	meta.State = StateLeaving
+	meta.leaving = logsafe.Clip(ns.Cause, maxCause)
+	if meta.leaving == "" {
+		meta.leaving = "shut down"
 	}
 }
 

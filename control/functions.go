@@ -58,9 +58,13 @@ type WatchArgs struct {
 // node and says that every later change will be reported.
 const EventSubscribed = "subscribed"
 
+// EventStopping says arbor serve was asked to stop (arbor stop): its tree
+// is about to shut down and the watch to end, as it should.
+const EventStopping = "stopping"
+
 // WatchEvent is one event of serve.watch, as the client receives it.
 type WatchEvent struct {
-	Event string `cbor:"event" json:"event"` // add_route, del_route, up, unresponsive, down, pool_* (see PoolBuild)
+	Event string `cbor:"event" json:"event"` // add_route, del_route, up, unresponsive, down, pool_* (see PoolBuild), stopping
 	ID    uint32 `cbor:"id" json:"id"`
 	Path  string `cbor:"path,omitempty" json:"path,omitempty"` // pool events: the path
 	Name  string `cbor:"name" json:"name"`
@@ -104,9 +108,29 @@ func (s *Server) register(reg *funcs.Registry) {
 		return builtin.Empty{}, s.pool.Keep(a.Path, a.Min)
 	})
 	funcs.Register(reg, "serve.stop", func(context.Context, *funcs.Call, builtin.Empty) (builtin.Empty, error) {
-		s.stopOnce.Do(func() { close(s.stopReq) })
+		s.stopOnce.Do(func() {
+			s.tellWatchersStopping()
+			close(s.stopReq)
+		})
 		return builtin.Empty{}, nil
 	})
+}
+
+// tellWatchersStopping sends every watcher the stopping event, as control
+// on its link: it goes out before the SHUTDOWN that the root's closing
+// sends the same client, so the watch knows its end was asked for.
+func (s *Server) tellWatchersStopping() {
+	body, err := wire.Marshal(WatchEvent{Event: EventStopping, Name: s.root.Router.Name(), Time: time.Now().Format(time.RFC3339Nano), Cause: "arbor stop"})
+	if err != nil {
+		return
+	}
+	s.watchMu.Lock()
+	defer s.watchMu.Unlock()
+	for client, handle := range s.watchers {
+		if err := s.root.Router.SendControl(wire.Header{Dst: client, Handle: handle}, body); err != nil {
+			s.log.Debug("stopping not sent to a watcher", "client", client, "error", err)
+		}
+	}
 }
 
 // spawnPath builds the chain a.Path below the root, reusing every leading
@@ -298,6 +322,14 @@ func (s *Server) watch(ctx context.Context, client, handle uint32) error {
 	if _, _, ok := s.root.Router.Lookup(client); !ok {
 		return nil
 	}
+	s.watchMu.Lock()
+	s.watchers[client] = handle
+	s.watchMu.Unlock()
+	defer func() {
+		s.watchMu.Lock()
+		delete(s.watchers, client)
+		s.watchMu.Unlock()
+	}()
 	// The first message says the subscription is in place: events from
 	// here on reach the client.
 	if body, err := wire.Marshal(WatchEvent{Event: EventSubscribed, Time: time.Now().Format(time.RFC3339Nano)}); err == nil {

@@ -64,6 +64,11 @@ type Server struct {
 
 	stopReq  chan struct{} // closed by serve.stop
 	stopOnce sync.Once
+
+	// watchers are the clients' watch handles (serve.watch), by client:
+	// serve.stop tells each of them before the tree goes down.
+	watchMu  sync.Mutex
+	watchers map[uint32]uint32
 	closed   chan struct{}
 	close    sync.Once
 
@@ -88,13 +93,14 @@ type Server struct {
 func NewServer(root *agent.Node, reg *funcs.Registry, ln *Listener, cfg Config) *Server {
 	cfg = cfg.withDefaults()
 	s := &Server{
-		root:    root,
-		ln:      ln,
-		cfg:     cfg,
-		log:     root.Log.Named("control"),
-		slots:   make(chan struct{}, cfg.MaxClients),
-		stopReq: make(chan struct{}),
-		closed:  make(chan struct{}),
+		root:     root,
+		ln:       ln,
+		cfg:      cfg,
+		log:      root.Log.Named("control"),
+		slots:    make(chan struct{}, cfg.MaxClients),
+		stopReq:  make(chan struct{}),
+		closed:   make(chan struct{}),
+		watchers: map[uint32]uint32{},
 	}
 	s.accepting.Store(true)
 	s.pool = newPool(s, cfg.Pool)

@@ -40,42 +40,52 @@ func newWatchCmd(g *globalFlags) *cobra.Command {
 				if err != nil {
 					return callErr(err)
 				}
+				// After a stopping event the daemon's going is the end the
+				// user asked for (arbor stop), not a failure.
+				stopping := false
+				show := func(e control.WatchEvent) {
+					if n := lost.Swap(0); n > 0 {
+						d.log.Warn("events lost: this watch could not print them as fast as they came", "lost", n)
+					}
+					if e.Event == control.EventSubscribed {
+						d.log.Info("watching the tree", "socket", d.socket)
+						return
+					}
+					stopping = stopping || e.Event == control.EventStopping
+					printWatchEvent(e, asJSON)
+				}
+				// drain shows what arrived before the end: the stopping
+				// event comes just before the link closes.
+				drain := func() {
+					for {
+						select {
+						case e := <-events:
+							show(e)
+						default:
+							return
+						}
+					}
+				}
 				done := make(chan error, 1)
 				go func() { done <- call.Wait(nil) }()
 				for {
 					select {
 					case e := <-events:
-						if n := lost.Swap(0); n > 0 {
-							d.log.Warn("events lost: this watch could not print them as fast as they came", "lost", n)
-						}
-						if e.Event == control.EventSubscribed {
-							d.log.Info("watching the tree", "socket", d.socket)
-							continue
-						}
-						if asJSON {
-							b, _ := json.Marshal(e)
-							os.Stdout.Write(append(b, '\n'))
-						} else {
-							// Escaped again here: what reaches a terminal
-							// is never a peer's raw text.
-							line := fmt.Sprintf("%s %-12s %d %s", logsafe.Escape(e.Time), logsafe.Escape(e.Event), e.ID, logsafe.Escape(e.Name))
-							if e.Path != "" && e.Path != e.Name {
-								line += " (" + logsafe.Escape(e.Path) + ")"
-							}
-							if e.Cause != "" {
-								line += ": " + logsafe.Escape(e.Cause)
-							}
-							fmt.Println(line)
-						}
+						show(e)
 					case err := <-done:
-						if d.ctx.Err() != nil {
-							return nil // interrupted, or --timeout: the watch is over
+						drain()
+						if d.ctx.Err() != nil || stopping {
+							return nil // interrupted, --timeout or arbor stop: the watch is over
 						}
 						if err != nil {
 							return callErr(err)
 						}
 						return &exitError{code: exitUnreachable, err: fmt.Errorf("arbor serve at %s ended the watch", d.socket)}
 					case <-d.node.ParentLost():
+						drain()
+						if stopping {
+							return nil
+						}
 						return &exitError{code: exitUnreachable, err: fmt.Errorf("arbor serve at %s went away", d.socket)}
 					}
 				}
@@ -84,4 +94,23 @@ func newWatchCmd(g *globalFlags) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON, one object per line")
 	return cmd
+}
+
+// printWatchEvent prints one event: a JSON line, or a line of text with
+// everything that came from the tree escaped again, so what reaches a
+// terminal is never a peer's raw text.
+func printWatchEvent(e control.WatchEvent, asJSON bool) {
+	if asJSON {
+		b, _ := json.Marshal(e)
+		os.Stdout.Write(append(b, '\n'))
+		return
+	}
+	line := fmt.Sprintf("%s %-12s %d %s", logsafe.Escape(e.Time), logsafe.Escape(e.Event), e.ID, logsafe.Escape(e.Name))
+	if e.Path != "" && e.Path != e.Name {
+		line += " (" + logsafe.Escape(e.Path) + ")"
+	}
+	if e.Cause != "" {
+		line += ": " + logsafe.Escape(e.Cause)
+	}
+	fmt.Println(line)
 }
