@@ -43,8 +43,11 @@ const (
 	// tunnelCopyMax is the largest tunnel frame copied into the tunnel's
 	// buffer; a larger one is read by yamux in place.
 	tunnelCopyMax = 4 << 10
-	// tunnelBufMax bounds the copied bytes waiting for yamux.
-	tunnelBufMax = 64 << 10
+	// tunnelBufMax bounds the copied bytes waiting for yamux. It is small
+	// so the read loop stops reading soon after yamux does: the pipe, not
+	// this buffer, holds what a peer sends ahead (a peer flooding channel
+	// opens gets no further ahead of the gate than it could before).
+	tunnelBufMax = 4 << 10
 )
 
 // chanSession is a link's yamux session and what serves it.
