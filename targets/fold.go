@@ -6,17 +6,63 @@ import (
 	"strings"
 )
 
-// Fold writes names as a folded set, the inverse of Parse for names that
-// differ in one number: "web01,web02,web03,web05" is "web[01-03,05]".
+// Fold writes names as a folded set, the inverse of Parse: names that
+// differ in one number, "web01,web02,web03,web05", are "web[01-03,05]".
 // Names fold on their last run of digits; those with different text
 // around it, or a different zero-padded width, fold apart (an unpadded
 // number as wide as a padded group, such as web10 beside web09, joins
-// it). Groups are sorted by their text, numbers in numeric order; a name
-// without digits is written as it is. Duplicates are written once.
+// it). Names left alone are tried on the run of digits before it. Then
+// the folded parts fold again on the digits outside their brackets, so
+// names that vary in two places fold in both ("b1/db1" … "b2/db2" is
+// "b[1-2]/db[1-2]", as ClusterShell's nodesets do), but only where the
+// result is exactly the names given. Groups are sorted by their text,
+// numbers in numeric order; a name without digits is written as it is.
+// Duplicates are written once.
 func Fold(names []string) string {
 	parts := foldOn(names, 0)
+	for range maxDims {
+		next := foldOn(parts, 0)
+		if len(next) == len(parts) {
+			break
+		}
+		parts = next
+	}
 	sort.Strings(parts)
 	return strings.Join(parts, ",")
+}
+
+// maxDims bounds the passes of Fold: names varying in more places than
+// this are written partly folded.
+const maxDims = 4
+
+// digitRun finds the k-th run of digits from the end of name, not counting
+// digits inside brackets (a range folded before): name[start:end], or
+// start == end when there is none.
+func digitRun(name string, k int) (start, end int) {
+	i := len(name)
+	for r := 0; ; r++ {
+		for i > 0 && !isDigit(name[i-1]) {
+			if name[i-1] == ']' {
+				j := strings.LastIndexByte(name[:i-1], '[')
+				if j < 0 {
+					return 0, 0
+				}
+				i = j
+				continue
+			}
+			i--
+		}
+		end = i
+		for i > 0 && isDigit(name[i-1]) {
+			i--
+		}
+		if i == end {
+			return 0, 0
+		}
+		if r == k {
+			return i, end
+		}
+	}
 }
 
 // foldOn folds names on their k-th run of digits from the end; the names
@@ -40,19 +86,9 @@ func foldOn(names []string, k int) []string {
 			continue
 		}
 		seen[name] = true
-		start, end := len(name), len(name)
-		for r := 0; r <= k && end > 0; r++ {
-			end = start
-			for end > 0 && !isDigit(name[end-1]) {
-				end--
-			}
-			start = end
-			for start > 0 && isDigit(name[start-1]) {
-				start--
-			}
-		}
+		start, end := digitRun(name, k)
 		n, err := strconv.ParseUint(name[start:end], 10, 64)
-		if start == end || err != nil || strings.ContainsAny(name, "[],") {
+		if start == end || err != nil || (end < len(name) && name[end] == '[') {
 			parts = append(parts, name)
 			continue
 		}

@@ -95,6 +95,10 @@ func TestFold(t *testing.T) {
 		{[]string{"bastion/db1", "bastion/db2", "other/db1"}, "bastion/db[1-2],other/db1"},
 		{[]string{"n1-eth0", "n2-eth0", "n3-eth1"}, "n3-eth1,n[1-2]-eth0"},
 		{[]string{"h1", "h1"}, "h1"},
+		// Two places vary: both fold, only where the product is exact.
+		{[]string{"b1/db1", "b1/db2", "b2/db1", "b2/db2"}, "b[1-2]/db[1-2]"},
+		{[]string{"r1n1", "r1n2", "r2n1", "r2n2", "r3n1"}, "r3n1,r[1-2]n[1-2]"},
+		{[]string{"r01n1", "r01n2", "r02n1", "r02n2", "r03n1", "r03n2"}, "r[01-03]n[1-2]"},
 		{nil, ""},
 	}
 	for _, tc := range cases {
@@ -106,7 +110,7 @@ func TestFold(t *testing.T) {
 
 // TestFoldRoundTrip: a folded set parses back to the same names.
 func TestFoldRoundTrip(t *testing.T) {
-	for _, set := range []string{"web[01-64]", "web[1-3,5,9-12]", "db[001-003,100]", "a[1-2]b,c"} {
+	for _, set := range []string{"web[01-64]", "web[1-3,5,9-12]", "db[001-003,100]", "a[1-2]b,c", "b[1-2]/db[1-3,7]", "r[1-3]n[01-10]x[4-5],r4n1"} {
 		names, err := Parse(set)
 		if err != nil {
 			t.Fatal(err)

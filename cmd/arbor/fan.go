@@ -16,6 +16,7 @@ import (
 	"github.com/arbor-project/arbor/fanout"
 	"github.com/arbor-project/arbor/internal/errs"
 	"github.com/arbor-project/arbor/targets"
+	"golang.org/x/term"
 )
 
 // outcome is what a command over a target set shows of one target.
@@ -316,8 +317,9 @@ func (o *lockedOut) startStatus(r *fanout.Runner, start time.Time) func() {
 			done, running := p.Done.Load(), p.Running.Load()
 			queued := p.Total.Load() - done - running
 			rate := float64(done) / max(time.Since(start).Seconds(), 1e-3)
+			line := fmt.Sprintf("[%d/%d] done, %d failed, %d running, %d queued, %.1f/s", done, p.Total.Load(), p.Failed.Load(), running, queued, rate)
 			o.mu.Lock()
-			fmt.Fprintf(os.Stderr, "\r\x1b[K[%d/%d] done, %d failed, %d running, %d queued, %.1f/s", done, p.Total.Load(), p.Failed.Load(), running, queued, rate)
+			fmt.Fprintf(os.Stderr, "\r\x1b[K%s", fitWidth(line, os.Stderr))
 			o.drawn = true
 			o.mu.Unlock()
 		}
@@ -329,6 +331,16 @@ func (o *lockedOut) startStatus(r *fanout.Runner, start time.Time) func() {
 		o.clearStatus()
 		o.mu.Unlock()
 	}
+}
+
+// fitWidth clips an ASCII status line to one column less than the
+// terminal f is (asked at each redraw: the window may change): a line
+// that wrapped would leave a copy of itself behind at every redraw.
+func fitWidth(line string, f *os.File) string {
+	if cols, _, err := term.GetSize(int(f.Fd())); err == nil && cols > 1 && len(line) >= cols {
+		return line[:cols-1]
+	}
+	return line
 }
 
 // flushPartial prints what a finished target left without a final
