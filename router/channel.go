@@ -105,6 +105,35 @@ func (c *Channel) Abort() {
 	})
 }
 
+// ReadFrom copies r to the channel until EOF, in writes of up to
+// SpliceBuffer bytes: each is one yamux frame when the window allows. It
+// is what io.Copy(c, r) calls, and io.Copy(c, file) too (os.File's WriteTo
+// falls back to a copy into c), which would otherwise send the file in
+// frames of io.Copy's 32 KiB, each a frame header, a wake-up of yamux's
+// send loop and a pipe write at every hop.
+func (c *Channel) ReadFrom(r io.Reader) (int64, error) {
+	bp := spliceBufs.Get().(*[]byte)
+	defer spliceBufs.Put(bp)
+	return io.CopyBuffer(writerOnly{c.Conn}, readerOnly{r}, *bp)
+}
+
+// WriteTo copies the channel to w until EOF (returning nil then), in
+// reads of up to SpliceBuffer bytes. It is what io.Copy(w, c) calls, and
+// io.Copy(file, c) and io.Copy(io.Discard, c) too, which would otherwise
+// read the channel 32 KiB or 8 KiB at a time.
+func (c *Channel) WriteTo(w io.Writer) (int64, error) {
+	bp := spliceBufs.Get().(*[]byte)
+	defer spliceBufs.Put(bp)
+	return io.CopyBuffer(writerOnly{w}, readerOnly{c.Conn}, *bp)
+}
+
+// readerOnly and writerOnly hide the ReadFrom and WriteTo of what they
+// wrap, so io.CopyBuffer uses the buffer it is given.
+type (
+	readerOnly struct{ io.Reader }
+	writerOnly struct{ io.Writer }
+)
+
 type chanKey struct{ src, id uint32 }
 
 type parkedChannel struct {

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -107,6 +110,78 @@ func TestChannelThroughHops(t *testing.T) {
 			for _, n := range nodes[1:3] {
 				waitSplices(t, n, 0)
 			}
+		})
+	}
+}
+
+// TestChannelCopy: io.Copy into and out of a channel goes through its
+// ReadFrom and WriteTo (files on both ends, as bench.source and a pull
+// into a file would), and moves every byte once, ending at EOF.
+func TestChannelCopy(t *testing.T) {
+	for _, tr := range testtree.Transports {
+		t.Run(tr.Name, func(t *testing.T) {
+			nodes := chainOf(t, tr, 2)
+			root, dst := nodes[0], nodes[2]
+			ch, err := root.R.OpenChannel(ctxPatience(t), dst.ID(), "test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			far, err := dst.R.ClaimChannel(root.ID(), ch.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			data := randomBytes(t, 5<<20+7)
+			src := filepath.Join(dir, "src")
+			if err := os.WriteFile(src, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			sent := make(chan error, 1)
+			go func() {
+				f, err := os.Open(src)
+				if err != nil {
+					sent <- err
+					return
+				}
+				defer f.Close()
+				n, err := io.Copy(far, f) // os.File.WriteTo, then far.ReadFrom
+				if err == nil && n != int64(len(data)) {
+					err = fmt.Errorf("sent %d bytes", n)
+				}
+				far.CloseWrite()
+				sent <- err
+			}()
+			out, err := os.Create(filepath.Join(dir, "dst"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer out.Close()
+			n, err := io.Copy(out, ch) // os.File.ReadFrom, then ch.WriteTo
+			if err != nil || n != int64(len(data)) {
+				t.Fatalf("received %d bytes, err %v; want %d", n, err, len(data))
+			}
+			if err := <-sent; err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := os.ReadFile(filepath.Join(dir, "dst")); !bytes.Equal(got, data) {
+				t.Fatal("the copy differs")
+			}
+			// The other way, into io.Discard (whose ReadFrom reads 8 KiB
+			// at a time without WriteTo).
+			go func() {
+				_, err := ch.ReadFrom(bytes.NewReader(data))
+				ch.CloseWrite()
+				sent <- err
+			}()
+			if n, err := io.Copy(io.Discard, far); err != nil || n != int64(len(data)) {
+				t.Fatalf("far end read %d bytes, err %v; want %d", n, err, len(data))
+			}
+			if err := <-sent; err != nil {
+				t.Fatal(err)
+			}
+			ch.Close()
+			far.Close()
+			waitSplices(t, nodes[1], 0)
 		})
 	}
 }
