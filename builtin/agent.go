@@ -209,12 +209,21 @@ func RoutesPage(r *router.Router, a PageArgs, keep func(id uint32) bool) (router
 	return t, nil
 }
 
+// MaxListing is the most entries ReadPages keeps: far more than an honest
+// listing (a 100,000-node tree has 111,110 routes), and a bounded amount
+// of memory whatever a node answers.
+const MaxListing = 1 << 21
+
 // ReadPages reads a whole listing that answers in pages: page fetches the
 // page its argument names, and ReadPages asks from ID 0, then from after
 // the last ID it got, until a page brings nothing new. It keeps each ID
 // once, in ascending order, and drops what a page holds below its cursor
 // (a node from before paging answers every page with its whole listing;
 // see CallPage), so it ends however the listing changes between pages.
+//
+// A listing past MaxListing entries is refused: the pages come from a node
+// that may be hostile and could otherwise answer new IDs until the reader's
+// memory ran out.
 func ReadPages[T any](id func(T) uint32, page func(PageArgs) ([]T, error)) ([]T, error) {
 	var all []T
 	a := PageArgs{Limit: DefaultPageLimit}
@@ -222,6 +231,9 @@ func ReadPages[T any](id func(T) uint32, page func(PageArgs) ([]T, error)) ([]T,
 		es, err := page(a)
 		if err != nil {
 			return nil, err
+		}
+		if len(all)+len(es) > MaxListing {
+			return nil, fmt.Errorf("arbor: the listing has more than %d entries (after ID %d): refused", MaxListing, a.From)
 		}
 		slices.SortStableFunc(es, func(x, y T) int { return cmp.Compare(id(x), id(y)) })
 		got := false

@@ -323,3 +323,24 @@ func TestRoutesPageCount(t *testing.T) {
 		t.Fatalf("ReadRoutes: %d routes, %v; want the whole table", len(got.Routes), err)
 	}
 }
+
+// TestReadPagesEndless: a node that answers every page with new, higher
+// IDs (as many as a page holds) is cut off at MaxListing entries with an
+// error, not read until memory runs out.
+func TestReadPagesEndless(t *testing.T) {
+	calls := 0
+	got, err := builtin.ReadPages(self, func(a builtin.PageArgs) ([]uint32, error) {
+		calls++
+		if calls > builtin.MaxListing/1000+2 {
+			t.Fatal("ReadPages keeps asking past MaxListing")
+		}
+		page := make([]uint32, 1000)
+		for i := range page {
+			page[i] = a.From + uint32(i)
+		}
+		return page, nil
+	})
+	if err == nil || got != nil || !strings.Contains(err.Error(), "more than 2097152 entries") {
+		t.Fatalf("ReadPages of an endless listing = %d entries, %v; want an error", len(got), err)
+	}
+}
