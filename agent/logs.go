@@ -321,30 +321,21 @@ type printRecord struct {
 	l    logLine
 }
 
-// rootIntakes holds each root's intake, keyed by its router: made on the
-// first record, dropped when the router closes.
-var rootIntakes sync.Map // *router.Router → *logIntake
-
 // onForwardLog is the root's FORWARD_LOG handler.
 func (n *Node) onForwardLog(m *router.Message) { n.logIntake().handle(m) }
 
+// logIntake is the root's intake of forwarded records, made on the first
+// record, with the printer that runs until the router closes.
 func (n *Node) logIntake() *logIntake {
-	if in, ok := rootIntakes.Load(n.Router); ok {
-		return in.(*logIntake)
-	}
-	pr := &rootPrinter{out: n.opts.Logger, q: make(chan printRecord, logPrintQueue)}
-	pr.dropped = logsafe.NewDrops(logDropEvery, func(k uint64) {
-		n.Log.Warn(fmt.Sprintf("dropped %d log records: printing them fell behind", k))
+	n.intakeOnce.Do(func() {
+		pr := &rootPrinter{out: n.opts.Logger, q: make(chan printRecord, logPrintQueue)}
+		pr.dropped = logsafe.NewDrops(logDropEvery, func(k uint64) {
+			n.Log.Warn(fmt.Sprintf("dropped %d log records: printing them fell behind", k))
+		})
+		n.intake = newLogIntake(n.Router, n.Log, pr.enqueue)
+		go pr.run(n.Router.Done())
 	})
-	in := newLogIntake(n.Router, n.Log, pr.enqueue)
-	if prev, loaded := rootIntakes.LoadOrStore(n.Router, in); loaded {
-		return prev.(*logIntake)
-	}
-	go func() {
-		pr.run(n.Router.Done())
-		rootIntakes.Delete(n.Router)
-	}()
-	return in
+	return n.intake
 }
 
 // enqueue parses and clips one record and queues it for printing, without

@@ -58,6 +58,11 @@ type Node struct {
 
 	opts Options
 	hb   *heartbeat
+	// grants are the agent.binary grants this root issued (spawn.go).
+	grants grantTable
+	// intake takes the records forwarded to this root (logs.go).
+	intake     *logIntake
+	intakeOnce sync.Once
 
 	mu       sync.Mutex
 	children map[uint32]*child

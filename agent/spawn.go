@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"weak"
 
 	arborctx "github.com/arbor-project/arbor/context"
 	"github.com/arbor-project/arbor/funcs"
@@ -48,7 +47,7 @@ type SpawnRequest struct {
 	// the root (agent.binary) for this spawn, if its bootstrap needs one
 	// it does not hold. The root issues it with each ssh or sudo spawn
 	// request it sends and honours it once, while the spawn can still be
-	// running (see binaryGrants).
+	// running (see grantTable).
 	BinaryGrant string `cbor:"binary_grant,omitempty" json:"binary_grant,omitempty"`
 }
 
@@ -211,9 +210,9 @@ func (n *Node) SpawnPath(ctx context.Context, hops []spawn.Hop) ([]*arborctx.Rem
 			res, err = n.Spawn(ctx, hop, "")
 		} else {
 			var req SpawnRequest
-			if req, err = n.spawnRequest(hop); err == nil {
+			if req, err = n.spawnRequest(hop, out[i-1].ID()); err == nil {
 				err = out[i-1].Call(ctx, "agent.spawn", req, &res)
-				binaryGrants.revoke(req.BinaryGrant) // the spawn is over
+				n.grants.revoke(req.BinaryGrant) // the spawn is over
 			}
 		}
 		if err != nil {
@@ -403,7 +402,7 @@ func (n *Node) sshOptions(req SpawnRequest) (spawn.SSHOptions, func(), error) {
 // it: for ssh and sudo hops it carries this node's ssh settings and the
 // table of agent binaries it can hand out; for every remote method, its
 // tools' settings too.
-func (n *Node) spawnRequest(hop spawn.Hop) (SpawnRequest, error) {
+func (n *Node) spawnRequest(hop spawn.Hop, via uint32) (SpawnRequest, error) {
 	req := SpawnRequest{Method: hop.Method, Target: hop.Target, ConnectTimeoutMS: n.opts.ConnectTimeout.Milliseconds()}
 	if hop.Method == "local" {
 		return req, nil
@@ -438,7 +437,7 @@ func (n *Node) spawnRequest(hop spawn.Hop) (SpawnRequest, error) {
 		req.ToolConfigs[m] = data
 	}
 	if n.Router.ID() == wire.RootID {
-		req.BinaryGrant = binaryGrants.issue(n, n.opts.ConnectTimeout+grantSlack)
+		req.BinaryGrant = n.grants.issue(via, n.opts.ConnectTimeout+grantSlack)
 	}
 	return req, nil
 }
@@ -476,7 +475,7 @@ func (n *Node) serveBinary(ctx context.Context, c *funcs.Call, req BinaryRequest
 	if n.Router.ID() != wire.RootID {
 		return BinaryOffer{}, fmt.Errorf("arbor: agent.binary is served by the root only, not node %d (%s)", n.Router.ID(), n.Router.Name())
 	}
-	expires, ok := binaryGrants.take(n, req.Grant)
+	expires, ok := n.grants.take(req.Grant, c.Src)
 	if !ok {
 		n.Log.Debug("agent binary refused: no grant", "to", c.Src, "platform", req.Platform)
 		return BinaryOffer{}, fmt.Errorf("arbor: node %d may not fetch the agent binary for %s: it holds no live grant (the root grants one transfer for each ssh or sudo spawn it asks a node for, while that spawn runs)",
@@ -521,27 +520,25 @@ func (n *Node) sendBinary(ch *router.Channel, f *os.File, size int64, deadline t
 // connect timeout starts.
 const grantSlack = 10 * time.Second
 
-// binaryGrants are the grants for agent.binary that the roots in this
-// process have issued and not seen used. A grant is an unguessable token
-// that travels in a spawn request (SpawnRequest.BinaryGrant) to the node
-// that spawns; it is good for one transfer, from the root that issued it,
-// until it expires. Entries are swept as grants are issued, so the table
-// holds no more than the spawns started within one grant lifetime.
-var binaryGrants grantTable
-
-type grant struct {
-	root    weak.Pointer[Node] // the root that issued it; not kept alive by it
-	expires time.Time
-}
-
-// grantTable is safe for concurrent use; its zero value is ready.
+// grantTable holds the grants for agent.binary that a root has issued
+// and not seen used. A grant is an unguessable token that travels in a
+// spawn request (SpawnRequest.BinaryGrant) to the node that spawns; it is
+// good for one transfer, to that node only, until it expires. Entries are
+// swept as grants are issued, so the table holds no more than the spawns
+// started within one grant lifetime. It is safe for concurrent use; its
+// zero value is ready.
 type grantTable struct {
 	mu sync.Mutex
 	m  map[string]grant
 }
 
-// issue makes a grant of root n valid for ttl.
-func (t *grantTable) issue(n *Node, ttl time.Duration) string {
+type grant struct {
+	node    uint32 // the node the spawn request went to: the one that may use it
+	expires time.Time
+}
+
+// issue makes a grant for node valid for ttl.
+func (t *grantTable) issue(node uint32, ttl time.Duration) string {
 	token := rand.Text()
 	now := time.Now()
 	t.mu.Lock()
@@ -550,21 +547,22 @@ func (t *grantTable) issue(n *Node, ttl time.Duration) string {
 		t.m = make(map[string]grant)
 	}
 	for k, g := range t.m {
-		if !now.Before(g.expires) || g.root.Value() == nil {
+		if !now.Before(g.expires) {
 			delete(t.m, k)
 		}
 	}
-	t.m[token] = grant{root: weak.Make(n), expires: now.Add(ttl)}
+	t.m[token] = grant{node: node, expires: now.Add(ttl)}
 	return token
 }
 
-// take uses up the grant token of root n, if it is live, and says when it
-// expires.
-func (t *grantTable) take(n *Node, token string) (time.Time, bool) {
+// take uses up grant token if it is live and was issued for node src, and
+// says when it expires. A token shown by another node is not used up: it
+// stays good for the node it was issued to.
+func (t *grantTable) take(token string, src uint32) (time.Time, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	g, ok := t.m[token]
-	if !ok || g.root != weak.Make(n) {
+	if !ok || g.node != src {
 		return time.Time{}, false
 	}
 	delete(t.m, token)

@@ -393,10 +393,11 @@ func hostOf(hop spawn.Hop) string {
 // the root it records name as the new node's label (Tree.SetLabel): the
 // root believes no other node's word for a label.
 func (n *Node) SpawnVia(ctx context.Context, via *arborctx.Remote, hop spawn.Hop, name string) (SpawnResult, error) {
-	req, err := n.spawnRequest(hop)
+	req, err := n.spawnRequest(hop, via.ID())
 	if err != nil {
 		return SpawnResult{}, err
 	}
+	defer n.grants.revoke(req.BinaryGrant) // the spawn is over
 	req.Name = name
 	var res SpawnResult
 	if err = via.Call(ctx, "agent.spawn", req, &res); err != nil {
