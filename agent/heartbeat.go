@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/arbor-project/arbor/router"
+	"github.com/arbor-project/arbor/stream"
 	"github.com/arbor-project/arbor/stream/wire"
 )
 
@@ -122,8 +122,12 @@ type heartbeat struct {
 	mu    sync.Mutex
 	links map[*router.Port]*linkHealth
 
-	reports chan wire.NodeState
-	dropped atomic.Uint64
+	// pending are the state reports not yet sent, the latest per child
+	// (see report); wake tells run there are some.
+	pendMu  sync.Mutex
+	pending map[uint32]wire.NodeState
+	order   []uint32 // the children with a pending report, oldest first
+	wake    chan struct{}
 	done    chan struct{}
 
 	// The parent link's inbound byte count at the last look and when it
@@ -199,7 +203,8 @@ func startHeartbeat(n *Node) *heartbeat {
 		n:       n,
 		cfg:     n.opts.Heartbeat.withDefaults(),
 		links:   make(map[*router.Port]*linkHealth),
-		reports: make(chan wire.NodeState, 256),
+		pending: make(map[uint32]wire.NodeState),
+		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 	}
 	// Replies come from the child itself; anything else (a dead reply for a
@@ -224,9 +229,10 @@ func (hb *heartbeat) run() {
 		select {
 		case <-hb.n.Router.Done():
 			return
-		case ns := <-hb.reports:
-			hb.send(ns)
+		case <-hb.wake:
+			hb.flushReports()
 		case <-t.C:
+			hb.flushReports() // what the parent link refused before
 			now := time.Now()
 			// A tick far later than due means this process was stopped or
 			// starved: its links look idle only because it did not read.
@@ -240,33 +246,61 @@ func (hb *heartbeat) run() {
 }
 
 // send puts a state report on the parent link's control queue: in order
-// with the route updates it must precede, never blocking.
-func (hb *heartbeat) send(ns wire.NodeState) {
+// with the route updates it must precede, never blocking. It fails only
+// when the queue is full.
+func (hb *heartbeat) send(ns wire.NodeState) error {
 	body, err := wire.Marshal(ns)
 	if err != nil {
-		return
+		return nil // cannot happen; nothing to retry
 	}
-	if err := hb.n.Router.SendControl(wire.Header{Dst: wire.RootID, Handle: wire.HandleNodeState}, body); err != nil {
+	err = hb.n.Router.SendControl(wire.Header{Dst: wire.RootID, Handle: wire.HandleNodeState}, body)
+	if errors.Is(err, stream.ErrQueueFull) {
+		return err
+	}
+	if err != nil {
 		hb.n.Log.Debug("node state not sent", "child", ns.ID, "error", err)
 	}
+	return nil
 }
 
-// report queues a state report for the root without blocking.
+// report queues a state report for the root without blocking. Reports
+// are never dropped: one per child waits, the latest, which carries the
+// child's current state (and the older one's cause when it has none of
+// its own), so however many come while the parent link is congested,
+// they take one entry per child and the root ends up told the truth.
 func (hb *heartbeat) report(ns wire.NodeState) {
+	hb.pendMu.Lock()
+	if old, ok := hb.pending[ns.ID]; !ok {
+		hb.order = append(hb.order, ns.ID)
+	} else if ns.Cause == "" && ns.State == old.State {
+		ns.Cause = old.Cause
+	}
+	hb.pending[ns.ID] = ns
+	hb.pendMu.Unlock()
 	select {
-	case hb.reports <- ns:
+	case hb.wake <- struct{}{}:
 	default:
-		hb.dropped.Add(1)
 	}
 }
 
-// flushReports sends every queued report now.
+// flushReports sends the pending reports, oldest first. Those the parent
+// link's queue refuses stay pending (unless a newer one came meanwhile)
+// for the next tick.
 func (hb *heartbeat) flushReports() {
-	for {
-		select {
-		case ns := <-hb.reports:
-			hb.send(ns)
-		default:
+	hb.pendMu.Lock()
+	order, pending := hb.order, hb.pending
+	hb.order, hb.pending = nil, make(map[uint32]wire.NodeState, len(pending))
+	hb.pendMu.Unlock()
+	for i, id := range order {
+		if err := hb.send(pending[id]); err != nil {
+			hb.pendMu.Lock()
+			for _, id := range order[i:] {
+				if _, newer := hb.pending[id]; !newer {
+					hb.pending[id] = pending[id]
+					hb.order = append(hb.order, id)
+				}
+			}
+			hb.pendMu.Unlock()
 			return
 		}
 	}
@@ -341,7 +375,7 @@ func (hb *heartbeat) check(now time.Time, paused bool) {
 		// The report goes before the link closes, after the reports
 		// queued before it, so the root hears DOWN before DEL_ROUTE.
 		hb.flushReports()
-		hb.send(l.state)
+		_ = hb.send(l.state) // refused: the DEL_ROUTE that follows names the cause too
 		l.p.Link.Abort(&heartbeatTimeout{l.state.Cause})
 	}
 	for _, sp := range probes {

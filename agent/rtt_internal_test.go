@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"github.com/arbor-project/arbor/stream/wire"
 	"testing"
 	"time"
 )
@@ -47,5 +48,29 @@ func TestRTTDue(t *testing.T) {
 		if got := rttDue(c.reported, c.srtt, at, at.Add(c.since), refresh); got != c.want {
 			t.Errorf("%s: rttDue(%v, %v, %v later) = %v, want %v", c.name, c.reported, c.srtt, c.since, got, c.want)
 		}
+	}
+}
+
+// TestReportsCoalesce: however many state reports come while they cannot
+// be sent, one per child waits, the latest, with the cause of an older
+// one of the same state when it has none: nothing is dropped and the
+// memory is bounded by the children.
+func TestReportsCoalesce(t *testing.T) {
+	hb := &heartbeat{pending: map[uint32]wire.NodeState{}, wake: make(chan struct{}, 1)}
+	hb.report(wire.NodeState{ID: 7, State: StateUnresponsive, Cause: "no answer for 10s"})
+	for i := range 10000 {
+		hb.report(wire.NodeState{ID: uint32(i % 3), State: StateUp, RTT: time.Duration(i)})
+	}
+	hb.report(wire.NodeState{ID: 7, State: StateUnresponsive, RTT: time.Millisecond})
+	if len(hb.pending) != 4 || len(hb.order) != 4 || hb.order[0] != 7 {
+		t.Fatalf("pending %v, order %v; want 4 children, 7 first", hb.pending, hb.order)
+	}
+	for id, want := range map[uint32]time.Duration{0: 9999, 1: 9997, 2: 9998} {
+		if got := hb.pending[id]; got.RTT != want || got.State != StateUp {
+			t.Errorf("child %d: %+v, want the latest (RTT %d)", id, got, want)
+		}
+	}
+	if got := hb.pending[7]; got.Cause != "no answer for 10s" || got.RTT != time.Millisecond {
+		t.Errorf("child 7: %+v, want the latest with the older cause", got)
 	}
 }
