@@ -1,9 +1,10 @@
 package agent
 
 import (
-	"github.com/arbor-project/arbor/stream/wire"
 	"testing"
 	"time"
+
+	"github.com/arbor-project/arbor/stream/wire"
 )
 
 func TestSmoothRTT(t *testing.T) {
