@@ -147,8 +147,18 @@ func (s *Server) spawnPath(ctx context.Context, a SpawnArgs) (SpawnResult, error
 	if strings.Contains(a.Name, "/") {
 		return SpawnResult{}, funcs.BadArgs(fmt.Errorf("node name %q contains '/'", a.Name))
 	}
-	s.spawnMu.Lock()
-	defer s.spawnMu.Unlock()
+	// Locks, so spawns of different paths run at once: the name for the
+	// whole call (one node per name), and each hop that may be reused
+	// while it is looked up. The first hop this call builds stays locked
+	// until the call ends: another spawn sharing it waits, then reuses it,
+	// or builds it anew if this call failed and rolled it back.
+	if a.Name != "" {
+		unlock, err := s.spawnLocks.lock(ctx, spawnName(a.Name))
+		if err != nil {
+			return SpawnResult{}, err
+		}
+		defer unlock()
+	}
 	tree := s.root.Tree
 	if a.Name != "" {
 		if m, ok := tree.FindLabel(a.Name); ok {
@@ -166,10 +176,16 @@ func (s *Server) spawnPath(ctx context.Context, a SpawnArgs) (SpawnResult, error
 			label = a.Name
 		}
 		if built == nil && (i < len(hops)-1 || label != "") {
+			unlock, err := s.spawnLocks.lock(ctx, spawnHop{parent, hop.Method, hop.Target, label})
+			if err != nil {
+				return SpawnResult{}, err
+			}
 			if m, ok := tree.FindChild(parent, hop, label); ok {
+				unlock()
 				parent, parentName, last = m.ID, m.Name, SpawnResult{ID: m.ID, Name: m.Name}
 				continue
 			}
+			defer unlock() // built below: held until this call's outcome is known
 		}
 		var res agent.SpawnResult
 		if parent == s.root.Router.ID() {
@@ -193,6 +209,15 @@ func (s *Server) spawnPath(ctx context.Context, a SpawnArgs) (SpawnResult, error
 	}
 	return last, nil
 }
+
+// spawnName and spawnHop are the keys of Server.spawnLocks.
+type (
+	spawnName string
+	spawnHop  struct {
+		parent                uint32
+		method, target, label string
+	}
+)
 
 // existing follows hops through the tree without building anything and
 // returns the node the whole path (its last hop named label) reaches.

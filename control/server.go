@@ -81,7 +81,7 @@ type Server struct {
 	lnOnce    sync.Once
 	accepting atomic.Bool
 
-	spawnMu sync.Mutex // one serve.spawn at a time: reuse needs a stable index
+	spawnLocks keyLock // serve.spawn's locks on names and hops (spawnPath)
 
 	pool *Pool
 }
