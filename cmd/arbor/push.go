@@ -112,7 +112,9 @@ func runTransfer(g *globalFlags, f *transferFlags, verb string, args []string, f
 		return err
 	}
 	defer s.close()
-	o := transfer.Options{Recursive: f.recursive, Sync: f.sync, PreserveSpecial: f.preserveSpecial}
+	// The summary's SHA-256 is computed only when it is printed: the
+	// transfer's own check (a 64-bit CRC) guards the data either way.
+	o := transfer.Options{Recursive: f.recursive, Sync: f.sync, PreserveSpecial: f.preserveSpecial, SkipSHA256: !f.json}
 	var bar *progressBar
 	if !f.quiet && isTerminal(os.Stderr) {
 		bar = newProgressBar(src, f.recursive)
