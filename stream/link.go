@@ -59,6 +59,10 @@ type Link struct {
 	chMu     sync.Mutex
 	chClosed bool
 	sess     atomic.Pointer[chanSession]
+	// sessEnded is closed when the session ended on its own; the write
+	// loop then waits for yamux to close its streams and ends the link.
+	sessEnded   chan struct{}
+	sessEndOnce sync.Once
 
 	// The channel acceptor of ServeChannels runs only while channels the
 	// peer opened wait to be accepted. acMu guards the fields below.
@@ -281,6 +285,8 @@ func newLink(c *Config, log hclog.Logger, conn io.ReadWriteCloser, br *bufio.Rea
 		hello:  hello,
 		q:      newSendQueue(c.SendQueue, c.ControlReserve),
 		done:   make(chan struct{}),
+
+		sessEnded: make(chan struct{}),
 	}
 	return l
 }
@@ -449,6 +455,15 @@ func (l *Link) writeLoop() {
 	for {
 		select {
 		case <-l.q.ready:
+		case <-l.sessEnded:
+			// The channel session ended on its own (the gate refused a
+			// flood, yamux refused what the peer sent). Its Close, under
+			// way, closes every stream; once it has, the link ends.
+			if s := l.sess.Load(); s != nil {
+				s.sess.Close()
+			}
+			l.Abort(l.sessionEnded())
+			return
 		case <-l.done:
 			return
 		}

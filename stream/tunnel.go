@@ -162,7 +162,7 @@ func (t *tunnel) deliver(r *bufio.Reader, n int) error {
 			t.mu.Lock()
 			if t.closed {
 				t.mu.Unlock()
-				return ErrLinkClosed
+				return t.dropped(r, 0)
 			}
 			if len(t.buf)-t.off+n <= tunnelBufMax {
 				if t.off > 0 && len(t.buf)+n > cap(t.buf) {
@@ -188,9 +188,9 @@ func (t *tunnel) deliver(r *bufio.Reader, n int) error {
 	for {
 		t.mu.Lock()
 		switch {
-		case t.closed:
+		case t.closed && !handed:
 			t.mu.Unlock()
-			return ErrLinkClosed
+			return t.dropped(r, n)
 		case !handed && t.off == len(t.buf):
 			t.src, t.rem, handed = r, n, true
 			t.mu.Unlock()
@@ -210,6 +210,21 @@ func (t *tunnel) deliver(r *bufio.Reader, n int) error {
 	}
 }
 
+// dropped skips the rest of a tunnel frame (n bytes in r) that arrived
+// after the session ended: the link goes on until the write loop closes it
+// (ErrLinkClosed once it has).
+func (t *tunnel) dropped(r *bufio.Reader, n int) error {
+	select {
+	case <-t.l.done:
+		return ErrLinkClosed
+	default:
+	}
+	if _, err := io.CopyN(io.Discard, r, int64(n)); err != nil {
+		return unexpected(err)
+	}
+	return nil
+}
+
 // shutdown ends the tunnel: yamux reads EOF once the bytes it was handed
 // are read, which ends its session. It never blocks.
 func (t *tunnel) shutdown() {
@@ -226,11 +241,14 @@ func (t *tunnel) readErr() error {
 	return t.rerr
 }
 
-// Close is yamux closing its session (through the gate): on its own, the
-// session's end ends the link. It never blocks.
+// Close is yamux closing its session (through the gate). It never blocks.
+// On its own, the session's end ends the link, but not from here: the
+// write loop closes the link once yamux has closed every stream
+// (Link.sessEnded), so the peer, which notices the link's end at once,
+// never sees it before this side's channels are closed.
 func (t *tunnel) Close() error {
-	t.l.Abort(t.l.sessionEnded())
 	t.shutdown()
+	t.l.sessEndOnce.Do(func() { close(t.l.sessEnded) })
 	return nil
 }
 
