@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	arborctx "github.com/arbor-project/arbor/context"
@@ -82,11 +83,19 @@ func NodeInfo(r *router.Router) Info {
 	}
 	b := Build()
 	in.Version, in.Commit, in.GoVersion = b.Version, b.Commit, b.GoVersion
-	if u, err := user.LookupId(strconv.Itoa(in.UID)); err == nil {
-		in.User = u.Username
-	}
+	in.User = userName()
 	return in
 }
+
+// userName is this process's user name, looked up once: the lookup may
+// read a large passwd file or ask a directory service, and agent.info
+// runs on the link's read loop (funcs.DefaultConfig's Inline).
+var userName = sync.OnceValue(func() string {
+	if u, err := user.LookupId(strconv.Itoa(os.Getuid())); err == nil {
+		return u.Username
+	}
+	return ""
+})
 
 // sleep is agent.sleep: it logs that it started (at info, so a caller can
 // see the call is running), sleeps, and returns early with an error when

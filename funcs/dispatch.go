@@ -43,9 +43,11 @@ type Config struct {
 }
 
 // DefaultConfig: 256 concurrent calls, 4096 queued; 64 running and 1024
-// queued per child link; agent.ping (the built-in no-op) runs inline.
+// queued per child link; the short built-ins run inline: agent.ping (the
+// no-op), agent.info (no lookup that may wait: the user's name is looked
+// up once) and agent.routes (one page of the table, at most 1000 routes).
 func DefaultConfig() Config {
-	return Config{MaxConcurrent: 256, MaxQueued: 4096, Inline: []string{"agent.ping"}}
+	return Config{MaxConcurrent: 256, MaxQueued: 4096, Inline: []string{"agent.ping", "agent.info", "agent.routes"}}
 }
 
 type callKey struct {
