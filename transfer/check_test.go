@@ -293,3 +293,44 @@ func randomBytes(n int) []byte {
 	rand.Read(b)
 	return b
 }
+
+// TestPullHostileManifest: a tree whose files all arrive intact but
+// whose names or link targets changed on the way (the end record's check
+// is of the manifest the sender listed) is refused with ErrChecksum,
+// saying what did not match, not as a count that differs when the counts
+// agree.
+func TestPullHostileManifest(t *testing.T) {
+	rm, setSender := hostileNode(t)
+	for _, tc := range []struct {
+		name   string
+		sender func(f *forge)
+	}{
+		{"symlink target", func(f *forge) {
+			f.begin(beginRec{Base: "t", Dir: true, Files: 1, Bytes: 5})
+			f.dirEntry(".", 0o755)
+			f.file("a", 0o644, 5, []byte("hello"))
+			// Sent as "b", listed by the sender as "a".
+			f.rw.writeCBOR(recEntry, entryRec{Path: "l", Type: typeSymlink, Mode: 0o777, Target: "b"})
+			f.manifest.Write([]byte("l\x00a"))
+			f.end()
+		}},
+		{"file name", func(f *forge) {
+			f.begin(beginRec{Base: "t", Dir: true, Files: 1, Bytes: 5})
+			f.dirEntry(".", 0o755)
+			f.manifest.Write([]byte("b\x00"))
+			f.file("a", 0o644, 5, []byte("hello"))
+			f.end()
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSandbox(t)
+			setSender(tc.sender)
+			_, err := Pull(ctxPatience(t), rm, "/srv/t", s.dest, Options{Recursive: true})
+			if !errors.Is(err, ErrChecksum) || strings.Contains(err.Error(), "files, 5 bytes; received 1 files, 5 bytes") {
+				t.Errorf("got %v, want ErrChecksum about the names", err)
+			}
+			t.Logf("error: %v", err)
+			s.untouched(t)
+		})
+	}
+}

@@ -111,7 +111,9 @@ var (
 	ErrSize = errors.New("arbor: transfer: the sender sent another size than it declared")
 	// ErrChecksum matches a file whose bytes, as received, do not have
 	// the check the sender computed as it read them: they were changed on
-	// the way (see check).
+	// the way (see check). It matches a tree whose entries' paths or
+	// symlink targets, as received, do not have the check of the
+	// sender's listing (the end record's) too.
 	ErrChecksum = errors.New("arbor: transfer: checksum mismatch")
 	// ErrVersion matches a peer that speaks another version of the
 	// transfer protocol (an agent of another Arbor release).

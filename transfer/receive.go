@@ -234,9 +234,20 @@ func (rc *receiver) run(dest string) (Summary, error) {
 			if !b.Dir {
 				digest = fileSums
 			}
-			if e.Files != sum.Files || e.Bytes != sum.Bytes || !bytes.Equal(e.Digest, digest.check) {
+			if e.Files != sum.Files || e.Bytes != sum.Bytes {
 				return sum, fmt.Errorf("arbor: transfer: sender reports %d files, %d bytes; received %d files, %d bytes",
 					e.Files, e.Bytes, sum.Files, sum.Bytes)
+			}
+			if !bytes.Equal(e.Digest, digest.check) {
+				// Every file matched its own check: what differs is the
+				// listing (an entry's path or a symlink's target), or a
+				// sender contradicting itself.
+				what := "listing (paths and symlink targets)"
+				if !b.Dir {
+					what = "file, in its end record,"
+				}
+				return sum, fmt.Errorf("%w: the sender's check of the %s %x, as received %x",
+					ErrChecksum, what, e.Digest, digest.check)
 			}
 			if sum.Files != b.Files || sum.Bytes != b.Bytes {
 				return sum, fmt.Errorf("%w: %d files, %d bytes announced; %d files, %d bytes sent",
