@@ -126,12 +126,15 @@ func (s *Server) tellWatchersStopping() {
 	}
 	s.watchMu.Lock()
 	defer s.watchMu.Unlock()
-	for client, handle := range s.watchers {
-		if err := s.root.Router.SendControl(wire.Header{Dst: client, Handle: handle}, body); err != nil {
-			s.log.Debug("stopping not sent to a watcher", "client", client, "error", err)
+	for w := range s.watchers {
+		if err := s.root.Router.SendControl(wire.Header{Dst: w.client, Handle: w.handle}, body); err != nil {
+			s.log.Debug("stopping not sent to a watcher", "client", w.client, "error", err)
 		}
 	}
 }
+
+// watcher is one running watch: the client and the handle its events go to.
+type watcher struct{ client, handle uint32 }
 
 // spawnPath builds the chain a.Path below the root, reusing every leading
 // hop that already exists with the same parent, method, target and name
@@ -347,12 +350,13 @@ func (s *Server) watch(ctx context.Context, client, handle uint32) error {
 	if _, _, ok := s.root.Router.Lookup(client); !ok {
 		return nil
 	}
+	w := watcher{client, handle}
 	s.watchMu.Lock()
-	s.watchers[client] = handle
+	s.watchers[w] = struct{}{}
 	s.watchMu.Unlock()
 	defer func() {
 		s.watchMu.Lock()
-		delete(s.watchers, client)
+		delete(s.watchers, w)
 		s.watchMu.Unlock()
 	}()
 	// The first message says the subscription is in place: events from

@@ -65,10 +65,10 @@ type Server struct {
 	stopReq  chan struct{} // closed by serve.stop
 	stopOnce sync.Once
 
-	// watchers are the clients' watch handles (serve.watch), by client:
-	// serve.stop tells each of them before the tree goes down.
+	// watchers are the running watches (serve.watch): serve.stop tells
+	// each of them before the tree goes down. A client may run several.
 	watchMu  sync.Mutex
-	watchers map[uint32]uint32
+	watchers map[watcher]struct{}
 	closed   chan struct{}
 	close    sync.Once
 
@@ -100,7 +100,7 @@ func NewServer(root *agent.Node, reg *funcs.Registry, ln *Listener, cfg Config) 
 		slots:    make(chan struct{}, cfg.MaxClients),
 		stopReq:  make(chan struct{}),
 		closed:   make(chan struct{}),
-		watchers: map[uint32]uint32{},
+		watchers: map[watcher]struct{}{},
 	}
 	s.accepting.Store(true)
 	s.pool = newPool(s, cfg.Pool)
