@@ -14,6 +14,7 @@ import (
 
 	"github.com/arbor-project/arbor/builtin"
 	"github.com/arbor-project/arbor/funcs"
+	"github.com/arbor-project/arbor/internal/logsafe"
 	"github.com/arbor-project/arbor/stream/wire"
 	"github.com/spf13/cobra"
 )
@@ -121,6 +122,11 @@ func runList(g *globalFlags, to string, args []string, asJSON bool) error {
 	if asJSON {
 		printJSON(shapes)
 		return nil
+	}
+	// The node's word, escaped: what reaches a terminal is never a
+	// peer's raw text.
+	for i, sh := range shapes {
+		shapes[i] = funcs.Shape{Name: logsafe.Escape(sh.Name), Args: logsafe.Escape(sh.Args), Result: logsafe.Escape(sh.Result)}
 	}
 	w := 0
 	for _, sh := range shapes {

@@ -13,9 +13,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/arbor-project/arbor/builtin"
 	"github.com/arbor-project/arbor/funcs"
+	"github.com/arbor-project/arbor/internal/logsafe"
 	"github.com/arbor-project/arbor/spawn"
 	"github.com/spf13/cobra"
 )
@@ -298,7 +301,10 @@ func completeCall(g *globalFlags) cobra.CompletionFunc {
 		if len(args) == 0 {
 			var cands []string
 			for _, s := range shapes {
-				cands = append(cands, cobra.CompletionWithDesc(s.Name, s.Args+" -> "+s.Result))
+				if !plainWord(s.Name) {
+					continue // the node's word: never a name that could drive the terminal
+				}
+				cands = append(cands, cobra.CompletionWithDesc(s.Name, logsafe.Escape(s.Args+" -> "+s.Result)))
 			}
 			return withPrefix(cands, toComplete), cobra.ShellCompDirectiveNoFileComp
 		}
@@ -342,14 +348,14 @@ func argCandidates(shape string, given []string, toComplete string) []string {
 	}
 	var cands []string
 	for _, f := range shapeFields(shape) {
-		if have[f.name] {
+		if have[f.name] || !plainWord(f.name) {
 			continue
 		}
 		op := ":="
 		if f.typ == "string" {
 			op = "="
 		}
-		desc := f.typ
+		desc := logsafe.Escape(f.typ)
 		if f.optional {
 			desc += ", optional"
 		}
@@ -406,6 +412,22 @@ func shapeFields(shape string) []shapeField {
 		out = append(out, f)
 	}
 	return out
+}
+
+// plainWord says whether s, a name a node listed (a function, an
+// argument), may be offered as a completion: valid UTF-8 of printable
+// characters and no space, so it can neither drive the terminal that
+// shows it nor split into lines or fields of the completion's answer.
+func plainWord(s string) bool {
+	if s == "" || !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if !unicode.IsGraphic(r) || unicode.IsSpace(r) {
+			return false
+		}
+	}
+	return true
 }
 
 // addCompletions registers the dynamic completions of root's commands.
