@@ -92,7 +92,9 @@ func EncodeDeadReason(reason string) []byte {
 
 // NodeState is a parent's report, sent to the root, about one of its child
 // links: the child's metadata when the link comes up, and every change of
-// its heartbeat state (or a significant change of its RTT) afterwards.
+// its heartbeat state and of its smoothed RTT afterwards (agent.rttDue).
+// One kind is a node's report about itself: State "leaving", sent when it
+// starts to shut down on purpose, with why in Cause.
 type NodeState struct {
 	ID     uint32 `cbor:"1,keyasint"`
 	Parent uint32 `cbor:"2,keyasint"`
@@ -103,7 +105,7 @@ type NodeState struct {
 	Target string `cbor:"6,keyasint,omitempty"`
 	Host   string `cbor:"7,keyasint,omitempty"`
 	PID    int    `cbor:"8,keyasint,omitempty"`
-	// State is "up", "unresponsive" or "down".
+	// State is "up", "unresponsive", "down", or "leaving" (about the sender).
 	State string        `cbor:"9,keyasint"`
 	RTT   time.Duration `cbor:"10,keyasint,omitempty"`
 	Cause string        `cbor:"11,keyasint,omitempty"`
