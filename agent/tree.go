@@ -310,10 +310,11 @@ func (t *Tree) Node(id uint32) (NodeMeta, bool) {
 }
 
 // FindChild returns the child of parent spawned with hop and label, the
-// one with the lowest ID if several match.
+// one with the lowest ID if several match. A node that said it is leaving
+// (StateLeaving) is not found: it is going, and would refuse to spawn.
 func (t *Tree) FindChild(parent uint32, hop spawn.Hop, label string) (NodeMeta, bool) {
 	for _, m := range t.Nodes() {
-		if m.known && m.Parent == parent && m.Method == hop.Method && m.Target == hop.Target && m.Label == label {
+		if m.known && m.State != StateLeaving && m.Parent == parent && m.Method == hop.Method && m.Target == hop.Target && m.Label == label {
 			return m, true
 		}
 	}
