@@ -108,6 +108,38 @@ func liveHeap() uint64 {
 	return heapAlloc()
 }
 
+// holdSpawnGrant has root ask node (serving reg) for an ssh spawn, which
+// node's agent.spawn holds open until the test ends, and returns the
+// agent.binary grant the request carried.
+func holdSpawnGrant(t *testing.T, ctx context.Context, root, node *agent.Node, reg *funcs.Registry) string {
+	t.Helper()
+	grants := make(chan string, 1)
+	funcs.Register(reg, "agent.spawn", func(ctx context.Context, _ *funcs.Call, req agent.SpawnRequest) (agent.SpawnResult, error) {
+		grants <- req.BinaryGrant
+		<-ctx.Done()
+		return agent.SpawnResult{}, ctx.Err()
+	})
+	spawnCtx, endSpawn := context.WithCancel(ctx)
+	spawned := make(chan struct{})
+	go func() {
+		defer close(spawned)
+		via := root.Remote(node.Router.ID(), node.Router.Name())
+		defer via.Release()
+		root.SpawnVia(spawnCtx, via, spawn.Hop{Method: "ssh", Target: "db1"}, "")
+	}()
+	t.Cleanup(func() { endSpawn(); <-spawned })
+	var grant string
+	select {
+	case grant = <-grants:
+	case <-ctx.Done():
+		t.Fatal("the spawn request never reached the node")
+	}
+	if grant == "" {
+		t.Fatal("the root's ssh spawn request carries no grant")
+	}
+	return grant
+}
+
 // TestAgentBinaryFloodFromChild: a child node the root asked to spawn
 // over ssh holds the spawn open and calls agent.binary 1,000 times at
 // once, half of them with the spawn's grant and half without, and never
@@ -150,33 +182,9 @@ func TestAgentBinaryFloodFromChild(t *testing.T) {
 	hostile := attachChild(t, root, "hostile", reg)
 	sibling := attachChild(t, root, "sibling", nil)
 
-	// The hostile node's agent.spawn keeps the grant and the spawn open.
-	grants := make(chan string, 1)
-	funcs.Register(reg, "agent.spawn", func(ctx context.Context, _ *funcs.Call, req agent.SpawnRequest) (agent.SpawnResult, error) {
-		grants <- req.BinaryGrant
-		<-ctx.Done()
-		return agent.SpawnResult{}, ctx.Err()
-	})
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
-	spawnCtx, endSpawn := context.WithCancel(ctx)
-	spawned := make(chan struct{})
-	go func() {
-		defer close(spawned)
-		via := root.Remote(hostile.Router.ID(), hostile.Router.Name())
-		defer via.Release()
-		root.SpawnVia(spawnCtx, via, spawn.Hop{Method: "ssh", Target: "db1"}, "")
-	}()
-	defer func() { endSpawn(); <-spawned }()
-	var grant string
-	select {
-	case grant = <-grants:
-	case <-ctx.Done():
-		t.Fatal("the spawn request never reached the node")
-	}
-	if grant == "" {
-		t.Fatal("the root's ssh spawn request carries no grant")
-	}
+	grant := holdSpawnGrant(t, ctx, root, hostile, reg)
 
 	// The sibling is pinged and called until the flood is over.
 	sib := root.Remote(sibling.Router.ID(), sibling.Router.Name())

@@ -10,7 +10,6 @@ import (
 	"github.com/arbor-project/arbor/agent"
 	"github.com/arbor-project/arbor/builtin"
 	"github.com/arbor-project/arbor/funcs"
-	"github.com/arbor-project/arbor/spawn"
 	"github.com/arbor-project/arbor/stream/wire"
 	"github.com/hashicorp/go-hclog"
 )
@@ -38,29 +37,9 @@ func TestAgentBinaryGrantBoundToNode(t *testing.T) {
 	builtin.Register(reg)
 	spawner := attachChild(t, root, "spawner", reg)
 	other := attachChild(t, root, "other", nil)
-	grants := make(chan string, 1)
-	funcs.Register(reg, "agent.spawn", func(ctx context.Context, _ *funcs.Call, req agent.SpawnRequest) (agent.SpawnResult, error) {
-		grants <- req.BinaryGrant
-		<-ctx.Done()
-		return agent.SpawnResult{}, ctx.Err()
-	})
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
-	spawnCtx, endSpawn := context.WithCancel(ctx)
-	spawned := make(chan struct{})
-	go func() {
-		defer close(spawned)
-		via := root.Remote(spawner.Router.ID(), spawner.Router.Name())
-		defer via.Release()
-		root.SpawnVia(spawnCtx, via, spawn.Hop{Method: "ssh", Target: "db1"}, "")
-	}()
-	defer func() { endSpawn(); <-spawned }()
-	var grant string
-	select {
-	case grant = <-grants:
-	case <-ctx.Done():
-		t.Fatal("the spawn request never reached the node")
-	}
+	grant := holdSpawnGrant(t, ctx, root, spawner, reg)
 
 	fetch := func(n *agent.Node) (agent.BinaryOffer, error) {
 		toRoot := n.Remote(wire.RootID, "root")

@@ -143,16 +143,7 @@ func TestHeartbeatStates(t *testing.T) {
 // TestTreeRTTFollows: the root's figure of a child's RTT follows small
 // changes too (within the refresh, ten probes), not only changes by half.
 func TestTreeRTTFollows(t *testing.T) {
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	hb := agent.HeartbeatConfig{Interval: 10 * time.Millisecond, UnresponsiveAfter: 5 * time.Second, DownAfter: 20 * time.Second}
-	root, err := agent.NewRoot(agent.Options{Exe: exe, Logger: hclog.NewNullLogger(), Heartbeat: hb})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer root.Close()
+	root := newRoot(t, agent.HeartbeatConfig{Interval: 10 * time.Millisecond, UnresponsiveAfter: 5 * time.Second, DownAfter: 20 * time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	chain, err := root.SpawnPath(ctx, []spawn.Hop{{Method: "local"}})
