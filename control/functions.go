@@ -120,16 +120,22 @@ func (s *Server) register(reg *funcs.Registry) {
 // on its link: it goes out before the SHUTDOWN that the root's closing
 // sends the same client, so the watch knows its end was asked for.
 func (s *Server) tellWatchersStopping() {
+	s.watchMu.Lock()
+	defer s.watchMu.Unlock()
+	s.stopping = true
+	for w := range s.watchers {
+		s.tellStopping(w)
+	}
+}
+
+// tellStopping sends watcher w the stopping event.
+func (s *Server) tellStopping(w watcher) {
 	body, err := wire.Marshal(WatchEvent{Event: EventStopping, Name: s.root.Router.Name(), Time: time.Now().Format(time.RFC3339Nano), Cause: "arbor stop"})
 	if err != nil {
 		return
 	}
-	s.watchMu.Lock()
-	defer s.watchMu.Unlock()
-	for w := range s.watchers {
-		if err := s.root.Router.SendControl(wire.Header{Dst: w.client, Handle: w.handle}, body); err != nil {
-			s.log.Debug("stopping not sent to a watcher", "client", w.client, "error", err)
-		}
+	if err := s.root.Router.SendControl(wire.Header{Dst: w.client, Handle: w.handle}, body); err != nil {
+		s.log.Debug("stopping not sent to a watcher", "client", w.client, "error", err)
 	}
 }
 
@@ -353,6 +359,7 @@ func (s *Server) watch(ctx context.Context, client, handle uint32) error {
 	w := watcher{client, handle}
 	s.watchMu.Lock()
 	s.watchers[w] = struct{}{}
+	stopping := s.stopping
 	s.watchMu.Unlock()
 	defer func() {
 		s.watchMu.Lock()
@@ -365,6 +372,9 @@ func (s *Server) watch(ctx context.Context, client, handle uint32) error {
 		if err := s.root.Router.SendContext(ctx, wire.Header{Dst: client, Handle: handle}, body); err != nil {
 			return err
 		}
+	}
+	if stopping {
+		s.tellStopping(w) // serve.stop came before this watch
 	}
 	defer func() {
 		if n := dropped.Load(); n > 0 {

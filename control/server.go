@@ -66,9 +66,12 @@ type Server struct {
 	stopOnce sync.Once
 
 	// watchers are the running watches (serve.watch): serve.stop tells
-	// each of them before the tree goes down. A client may run several.
+	// each of them before the tree goes down, and stopping says it did,
+	// so a watch that starts later is told as it starts. A client may
+	// run several.
 	watchMu  sync.Mutex
 	watchers map[watcher]struct{}
+	stopping bool
 	closed   chan struct{}
 	close    sync.Once
 

@@ -11,7 +11,8 @@ import (
 
 // TestStoppingReachesEveryWatch: serve.stop tells every watch it is
 // stopping, two watches of one client as well (each on its own handle),
-// also after a third watch of that client has ended.
+// also after a third watch of that client has ended, and a watch that
+// starts while the server is stopping is told at once.
 func TestStoppingReachesEveryWatch(t *testing.T) {
 	path, _, _ := serve(t, control.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
@@ -55,7 +56,8 @@ func TestStoppingReachesEveryWatch(t *testing.T) {
 	if err := rm.Call(ctx, "serve.stop", nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	for i, events := range []<-chan control.WatchEvent{first, second} {
+	late := watch(ctx)
+	for i, events := range []<-chan control.WatchEvent{first, second, late} {
 		for stopped := false; !stopped; {
 			select {
 			case e := <-events:
