@@ -295,10 +295,17 @@ func (hb *heartbeat) flushReports() {
 		if err := hb.send(pending[id]); err != nil {
 			hb.pendMu.Lock()
 			for _, id := range order[i:] {
-				if _, newer := hb.pending[id]; !newer {
-					hb.pending[id] = pending[id]
-					hb.order = append(hb.order, id)
+				old := pending[id]
+				if ns, newer := hb.pending[id]; newer {
+					// The newer report wins, with the older cause as in report.
+					if ns.Cause == "" && ns.State == old.State {
+						ns.Cause = old.Cause
+						hb.pending[id] = ns
+					}
+					continue
 				}
+				hb.pending[id] = old
+				hb.order = append(hb.order, id)
 			}
 			hb.pendMu.Unlock()
 			return

@@ -14,6 +14,7 @@ import (
 	"github.com/arbor-project/arbor/agent"
 	arborctx "github.com/arbor-project/arbor/context"
 	"github.com/arbor-project/arbor/control"
+	"github.com/arbor-project/arbor/internal/logsafe"
 	"github.com/arbor-project/arbor/spawn"
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
@@ -241,7 +242,7 @@ func renderPool(ps []control.PoolPath) string {
 			fmt.Fprintf(&b, "  queued #%d: client %d, waiting %.1f s\n", i+1, w.Client, w.WaitedS)
 		}
 		if p.LastError != "" {
-			fmt.Fprintf(&b, "  backoff: %d failed builds, next try in %.1f s; last error: %s\n", p.Failures, p.NextTryInS, p.LastError)
+			fmt.Fprintf(&b, "  backoff: %d failed builds, next try in %.1f s; last error: %s\n", p.Failures, p.NextTryInS, logsafe.Escape(p.LastError))
 		}
 	}
 	return b.String()

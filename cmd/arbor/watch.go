@@ -25,10 +25,16 @@ func newWatchCmd(g *globalFlags) *cobra.Command {
 				// own; the handler only queues them, a loop prints.
 				events := make(chan control.WatchEvent, 4096)
 				var lost atomic.Int64
+				// Set on the read loop too: a stopping event dropped from a
+				// full queue still makes the end the one asked for.
+				var stopSeen atomic.Bool
 				h := d.node.Router.AddHandler(func(m *router.Message) {
 					var e control.WatchEvent
 					if m.Src != wire.RootID || wire.Unmarshal(m.Payload, &e) != nil {
 						return
+					}
+					if e.Event == control.EventStopping {
+						stopSeen.Store(true)
 					}
 					select {
 					case events <- e:
@@ -74,7 +80,7 @@ func newWatchCmd(g *globalFlags) *cobra.Command {
 						show(e)
 					case err := <-done:
 						drain()
-						if d.ctx.Err() != nil || stopping {
+						if d.ctx.Err() != nil || stopping || stopSeen.Load() {
 							return nil // interrupted, --timeout or arbor stop: the watch is over
 						}
 						if err != nil {
@@ -83,7 +89,7 @@ func newWatchCmd(g *globalFlags) *cobra.Command {
 						return &exitError{code: exitUnreachable, err: fmt.Errorf("arbor serve at %s ended the watch", d.socket)}
 					case <-d.node.ParentLost():
 						drain()
-						if stopping {
+						if stopping || stopSeen.Load() {
 							return nil
 						}
 						return &exitError{code: exitUnreachable, err: fmt.Errorf("arbor serve at %s went away", d.socket)}
