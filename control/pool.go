@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/arbor-project/arbor/agent"
 	"github.com/arbor-project/arbor/funcs"
 	"github.com/arbor-project/arbor/internal/errs"
 	"github.com/arbor-project/arbor/routemonitor"
@@ -243,8 +244,8 @@ func (p *Pool) Acquire(ctx context.Context, client uint32, path string, wait boo
 		pp = &poolPath{path: path}
 		p.paths[path] = pp
 	}
-	if len(pp.nodes) > 0 {
-		n := slices.MinFunc(pp.nodes, func(a, b *poolNode) int { return a.users - b.users })
+	if nodes := p.lendable(pp); len(nodes) > 0 {
+		n := slices.MinFunc(nodes, func(a, b *poolNode) int { return a.users - b.users })
 		id := p.lend(client, pp, n)
 		p.mu.Unlock()
 		return id, SpawnResult{ID: n.id, Name: n.name}, nil
@@ -365,7 +366,7 @@ func (p *Pool) grow(pp *poolPath) {
 	}
 	want := pp.floor - len(pp.nodes) - pp.building
 	kind := PoolReplenish
-	if len(pp.queue) > 0 && len(pp.nodes) == 0 && pp.building == 0 && want < 1 {
+	if len(pp.queue) > 0 && len(p.lendable(pp)) == 0 && pp.building == 0 && want < 1 {
 		want, kind = 1, PoolBuild
 	}
 	want = min(want, p.cfg.MaxBuilds-pp.building)
@@ -378,6 +379,17 @@ func (p *Pool) grow(pp *poolPath) {
 		p.wg.Add(1)
 		go p.build(pp)
 	}
+}
+
+// lendable are pp's nodes that may be lent: not those that said they are
+// shutting down (arbor kill, or a failed spawn's rollback), which stay in
+// pp.nodes until their route goes. p.mu is held (lock order: p.mu, then
+// the tree's).
+func (p *Pool) lendable(pp *poolPath) []*poolNode {
+	return slices.DeleteFunc(slices.Clone(pp.nodes), func(n *poolNode) bool {
+		m, ok := p.s.root.Tree.Node(n.id)
+		return ok && m.State == agent.StateLeaving
+	})
 }
 
 // build spawns one node for pp and records the outcome.

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -116,4 +117,60 @@ func TestPoolQueueUnblock(t *testing.T) {
 	gone.Close()
 	<-done
 	waitFor(t, "the queue empty after the client left", func() bool { return len(srv.Pool().List()[0].Queue) == 0 })
+}
+
+// TestPoolSkipsLeavingNode: a pool node that said it is shutting down
+// (arbor kill, slowed by a stopped child below it) is not lent again; an
+// acquire of its path gets another node.
+func TestPoolSkipsLeavingNode(t *testing.T) {
+	path, root, _ := serve(t, control.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	c, err := dial(t, ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rm := c.Remote(0, "root")
+	var first control.AcquireResult
+	if err := rm.Call(ctx, "serve.acquire", control.AcquireArgs{Path: "local"}, &first); err != nil {
+		t.Fatal(err)
+	}
+	if err := rm.Call(ctx, "serve.release", control.ReleaseArgs{Lease: first.Lease}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// A child below the pool node (the first hop is reused), stopped, so
+	// that the pool node's shutdown waits for it.
+	var below control.SpawnResult
+	if err := rm.Call(ctx, "serve.spawn", control.SpawnArgs{Path: "local/local"}, &below); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := root.Tree.Node(below.ID); m.Parent != first.ID || m.PID == 0 {
+		t.Fatalf("the second hop %+v is not below the pool node %d", m, first.ID)
+	} else {
+		if err := syscall.Kill(m.PID, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		defer syscall.Kill(m.PID, syscall.SIGCONT)
+	}
+	kill := root.Remote(first.ID, first.Name)
+	defer kill.Release()
+	killed := make(chan error, 1)
+	go func() { killed <- kill.Shutdown(ctx) }()
+	waitFor(t, "saw the pool node leaving", func() bool {
+		m, _ := root.Tree.Node(first.ID)
+		return m.State == agent.StateLeaving
+	})
+	var again control.AcquireResult
+	if err := rm.Call(ctx, "serve.acquire", control.AcquireArgs{Path: "local"}, &again); err != nil {
+		t.Fatal(err)
+	}
+	if again.ID == first.ID {
+		t.Errorf("the pool lent node %d, which is shutting down", first.ID)
+	}
+	if m, _ := root.Tree.Node(below.ID); m.PID != 0 {
+		syscall.Kill(m.PID, syscall.SIGCONT)
+	}
+	if err := <-killed; err != nil {
+		t.Errorf("shutdown of the pool node: %v", err)
+	}
 }
