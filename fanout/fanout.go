@@ -78,6 +78,11 @@ type Runner struct {
 	// is done (a one-shot run: the node is not needed any more). Nodes
 	// that are prefixes of other targets are kept.
 	ReleaseNodes bool
+	// Lease, when set, reaches a target's path instead of Root: a pool
+	// (arbor serve's) lends the path's node, building it when it has
+	// none, and release gives it back once the operation is done. It runs
+	// within the budget, as a spawn does. Gateways are not used with it.
+	Lease func(ctx context.Context, path string) (rm *arborctx.Remote, release func(), err error)
 
 	Progress Progress
 
@@ -208,6 +213,22 @@ func runOne[T any](ctx context.Context, r *Runner, t Target, op Op[T]) Result[T]
 	start := time.Now()
 	defer func() { res.Seconds = time.Since(start).Seconds() }()
 	rm := t.Remote
+	if rm == nil && r.Lease != nil {
+		if !r.acquire(ctx) {
+			res.Err, res.Seconds = ctx.Err(), time.Since(start).Seconds()
+			return res
+		}
+		var release func()
+		var err error
+		rm, release, err = r.Lease(ctx, t.Path)
+		r.release()
+		if err != nil {
+			res.Err, res.Unreachable, res.Seconds = err, true, time.Since(start).Seconds()
+			return res
+		}
+		defer release()
+		t.Remote = rm // reached: run it as a node that exists
+	}
 	for {
 		if t.Remote == nil {
 			var err error

@@ -66,6 +66,19 @@ func (fr *fanRun) setup(to, node string) ([]fanout.Target, *fanout.Runner, conte
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
+	if !fr.g.noDaemon && f.gateways == "" {
+		// A running arbor serve lends each target's node from its pool:
+		// shared hops are shared with everything else it runs, and a
+		// second run finds the nodes warm (no ssh at all).
+		d, ok, err := fr.g.dialPool()
+		if err != nil {
+			return nil, nil, nil, nil, err
+		}
+		if ok {
+			r.Lease = d.lease(fr.g.wait)
+			return ts, r, d.ctx, d.close, nil
+		}
+	}
 	if f.gateways != "" {
 		gws, err := fr.g.expandPaths(f.gateways, nil)
 		if err != nil {

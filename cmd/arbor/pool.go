@@ -33,6 +33,24 @@ func (g *globalFlags) openPooled(path string) (s *session, ok bool, err error) {
 	if _, err := spawn.ParsePath(path); err != nil {
 		return nil, true, usageErr("%v", err)
 	}
+	d, ok, err := g.dialPool()
+	if !ok || err != nil {
+		return nil, ok, err
+	}
+	res, err := d.acquire(d.ctx, path, g.wait)
+	if err != nil {
+		d.close()
+		return nil, true, spawnErr(err)
+	}
+	return &session{root: d.node, chain: []*arborctx.Remote{d.node.Remote(res.ID, res.Name)}, ctx: d.ctx, stop: d.stop,
+		release: func() { d.release(res.Lease) }}, true, nil
+}
+
+// dialPool attaches to the running arbor serve for its pool (starting one
+// with --persist). ok is false when none runs, or there is no time left
+// to ask one (a --timeout shorter than a dial): the caller then builds its
+// own tree and reports failures as for any one-shot run.
+func (g *globalFlags) dialPool() (d *daemon, ok bool, err error) {
 	sock, err := control.SocketPath(socketFlag)
 	if err != nil {
 		return nil, false, nil
@@ -50,40 +68,47 @@ func (g *globalFlags) openPooled(path string) (s *session, ok bool, err error) {
 	if err != nil {
 		stop()
 		if errors.Is(err, control.ErrNotRunning) || ctx.Err() != nil {
-			// No daemon, or no time left to ask one (a --timeout shorter
-			// than a dial): the one-shot path reports it as for any run.
 			return nil, false, nil
 		}
 		return nil, true, &exitError{code: exitUnreachable, err: err}
 	}
-	d := &daemon{node: n, ctx: ctx, stop: stop, socket: sock, log: log}
-	res, err := d.acquire(path, g.wait)
-	if err != nil {
-		d.close()
-		return nil, true, spawnErr(err)
+	return &daemon{node: n, ctx: ctx, stop: stop, socket: sock, log: log}, true, nil
+}
+
+// lease is fanout.Runner.Lease over the daemon's pool: a target's node
+// for the run, given back when its operation is done.
+func (d *daemon) lease(wait bool) func(ctx context.Context, path string) (*arborctx.Remote, func(), error) {
+	return func(ctx context.Context, path string) (*arborctx.Remote, func(), error) {
+		res, err := d.acquire(ctx, path, wait)
+		if err != nil {
+			return nil, nil, err
+		}
+		return d.node.Remote(res.ID, res.Name), func() { d.release(res.Lease) }, nil
 	}
-	release := func() {
-		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = d.root().Call(rctx, "serve.release", control.ReleaseArgs{Lease: res.Lease}, nil)
-	}
-	return &session{root: n, chain: []*arborctx.Remote{n.Remote(res.ID, res.Name)}, ctx: ctx, stop: stop, release: release}, true, nil
+}
+
+// release gives lease back to the pool; a daemon that does not answer in
+// time takes it back itself when this client goes.
+func (d *daemon) release(lease uint64) {
+	rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = d.root().Call(rctx, "serve.release", control.ReleaseArgs{Lease: lease}, nil)
 }
 
 // acquire asks the daemon's pool for path's node. The caller's deadline
 // travels as an argument, and the call itself may last acquireGrace
 // longer, so that a request that times out in the queue gets the pool's
 // message; an interrupt still ends the call at once.
-func (d *daemon) acquire(path string, wait bool) (control.AcquireResult, error) {
+func (d *daemon) acquire(ctx context.Context, path string, wait bool) (control.AcquireResult, error) {
 	args := control.AcquireArgs{Path: path, Wait: wait}
-	ctx := d.ctx
-	if dl, ok := d.ctx.Deadline(); ok {
+	if dl, ok := ctx.Deadline(); ok {
 		args.DeadlineUnixNano = dl.UnixNano()
+		parent := ctx
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(context.WithoutCancel(d.ctx), dl.Add(acquireGrace))
+		ctx, cancel = context.WithDeadline(context.WithoutCancel(parent), dl.Add(acquireGrace))
 		defer cancel()
-		stop := context.AfterFunc(d.ctx, func() {
-			if errors.Is(d.ctx.Err(), context.Canceled) {
+		stop := context.AfterFunc(parent, func() {
+			if errors.Is(parent.Err(), context.Canceled) {
 				cancel()
 			}
 		})
