@@ -338,16 +338,23 @@ func TestForwardedLogFromOutsideSubtree(t *testing.T) {
 	}
 }
 
-// until waits until cond holds for the buffer's text, woken by writes.
+// until waits until cond holds for the buffer's text, looking again at
+// most every 50 ms while writes come (a flood's log is long: scanning it
+// on every write would cost more than the flood). It fails only when
+// nothing was written for patience: the wait guards against a hang and
+// never bounds how much a slow machine takes to get through a flood.
 func (b *syncBuf) until(t *testing.T, what string, cond func(string) bool) {
 	t.Helper()
-	deadline := time.After(patience)
+	idle := time.NewTimer(patience)
+	defer idle.Stop()
 	for !cond(b.String()) {
 		select {
 		case <-b.ch:
-		case <-deadline:
+			idle.Reset(patience)
+			time.Sleep(50 * time.Millisecond)
+		case <-idle.C:
 			s := b.String()
-			t.Fatalf("timed out waiting for %s; the log ends:\n%s", what, s[max(0, len(s)-4000):])
+			t.Fatalf("nothing logged for %s while waiting for %s; the log ends:\n%s", patience, what, s[max(0, len(s)-4000):])
 		}
 	}
 }
