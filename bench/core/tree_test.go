@@ -327,13 +327,19 @@ func fileBudget(b *testing.B, want int) int {
 // (absorb-ms, from the first frame sent to a complete table), and the live
 // heap the root's table and the RouteMonitor's per-link sets cost per route
 // (root-table-B/route), link costs excluded.
-func BenchmarkRootTable10k(b *testing.B) {
-	total := treeSize(treeFanOut, treeDepth)
+func BenchmarkRootTable10k(b *testing.B) { benchRootTable(b, treeDepth) }
+
+// BenchmarkRootTable100k is BenchmarkRootTable10k for a tree one level
+// deeper: 111,110 routes, the root's share of the 100,000-node tree.
+func BenchmarkRootTable100k(b *testing.B) { benchRootTable(b, treeDepth+1) }
+
+func benchRootTable(b *testing.B, depth int) {
+	total := treeSize(treeFanOut, depth)
 	var absorb time.Duration
 	var heap int64
 	for range b.N {
 		b.StopTimer()
-		d, h := absorbRoutes(b, total)
+		d, h := absorbRoutes(b, total, depth)
 		absorb += d
 		heap += h
 	}
@@ -341,8 +347,11 @@ func BenchmarkRootTable10k(b *testing.B) {
 	b.ReportMetric(float64(heap)/float64(b.N)/float64(total), "root-table-B/route")
 }
 
-func absorbRoutes(b *testing.B, total int) (time.Duration, int64) {
-	root := testtree.Root(b, testtree.Options{})
+func absorbRoutes(b *testing.B, total, depth int) (time.Duration, int64) {
+	// The stand-ins take all their subtree's IDs before announcing any
+	// route: more unused IDs than the default quota lets a link hold
+	// at depth 5 (real intermediates take them as they spawn).
+	root := testtree.Root(b, testtree.Options{Quota: router.Quota{MaxUnusedIDs: uint64(total)}})
 	defer root.R.Close()
 	var routed atomic.Int64
 	converged := make(chan time.Time, 1)
@@ -405,7 +414,7 @@ func absorbRoutes(b *testing.B, total int) (time.Duration, int64) {
 			b.Fatal(err)
 		}
 		var ids []uint32
-		for len(ids) < treeSize(treeFanOut, treeDepth)/treeFanOut-1 {
+		for len(ids) < total/treeFanOut-1 {
 			req, _ := wire.Marshal(wire.AllocateIDRequest{Count: wire.IDBlockSize})
 			h := wire.Header{Dst: wire.RootID, Src: id, Auth: id, Handle: wire.HandleAllocateID, ReplyTo: allocHandle}
 			if err := cl.Send(h, req); err != nil {
@@ -421,7 +430,7 @@ func absorbRoutes(b *testing.B, total int) (time.Duration, int64) {
 			}
 		}
 		c := &child{id: id, link: cl}
-		// The subtree below this child: 1,110 more nodes, named as testtree
+		// The subtree below this child (1,110 more nodes at depth 4), named as testtree
 		// names them (a path of hops).
 		var walk func(prefix string, parent uint32, d int)
 		walk = func(prefix string, parent uint32, d int) {
@@ -430,7 +439,7 @@ func absorbRoutes(b *testing.B, total int) (time.Duration, int64) {
 				me := ids[0]
 				ids = ids[1:]
 				c.names = append(c.names, wire.AddRoute{ID: me, Name: n, Parent: parent})
-				if d < treeDepth {
+				if d < depth {
 					walk(n, me, d+1)
 				}
 			}
