@@ -14,9 +14,11 @@ import (
 
 	"github.com/arbor-project/arbor/agent"
 	"github.com/arbor-project/arbor/builtin"
+	arborctx "github.com/arbor-project/arbor/context"
 	"github.com/arbor-project/arbor/control"
 	"github.com/arbor-project/arbor/funcs"
 	"github.com/arbor-project/arbor/routemonitor"
+	"github.com/arbor-project/arbor/stream/wire"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -276,4 +278,30 @@ func TestCloseWhileClientsConnect(t *testing.T) {
 		close(stop)
 		wg.Wait()
 	}
+}
+
+// withExe is o with this test binary as the agent executable.
+func withExe(t *testing.T, o agent.Options) agent.Options {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Exe = exe
+	return o
+}
+
+// rootClient attaches a client to the server at path and returns it, its
+// handle on the root, and a context that only stops a hang.
+func rootClient(t *testing.T, path string) (*agent.Node, *arborctx.Remote, context.Context) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	t.Cleanup(cancel)
+	client, err := dial(t, ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rm := client.Remote(wire.RootID, "root")
+	t.Cleanup(rm.Release)
+	return client, rm, ctx
 }

@@ -48,19 +48,8 @@ func TestMain(m *testing.M) {
 // spawner's report, so "db" resolved to the attacker's node and the
 // operator's spawn failed with "name already used".
 func TestLabelsAreTheRoots(t *testing.T) {
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	path, root, _ := serveWith(t, control.Config{}, agent.Options{Exe: exe})
-	ctx, cancel := context.WithTimeout(context.Background(), patience)
-	defer cancel()
-	client, err := dial(t, ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rm := client.Remote(wire.RootID, "root")
-	defer rm.Release()
+	path, root, _ := serveWith(t, control.Config{}, withExe(t, agent.Options{}))
+	_, rm, ctx := rootClient(t, path)
 	spawnPath := func(p, name string) control.SpawnResult {
 		t.Helper()
 		var res control.SpawnResult

@@ -1,34 +1,20 @@
 package control_test
 
 import (
-	"context"
-	"os"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/arbor-project/arbor/agent"
 	"github.com/arbor-project/arbor/control"
-	"github.com/arbor-project/arbor/stream/wire"
 )
 
 // TestSpawnSkipsLeavingHop: a hop that said it is shutting down (its
 // NODE_STATE 'leaving': arbor kill, slow here because its own child does
 // not answer) is not reused by serve.spawn, which builds the hop anew.
 func TestSpawnSkipsLeavingHop(t *testing.T) {
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	path, root, _ := serveWith(t, control.Config{}, agent.Options{Exe: exe})
-	ctx, cancel := context.WithTimeout(context.Background(), patience)
-	defer cancel()
-	client, err := dial(t, ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rm := client.Remote(wire.RootID, "root")
-	defer rm.Release()
+	path, root, _ := serveWith(t, control.Config{}, withExe(t, agent.Options{}))
+	_, rm, ctx := rootClient(t, path)
 
 	var leaf control.SpawnResult
 	if err := rm.Call(ctx, "serve.spawn", control.SpawnArgs{Path: "local/local"}, &leaf); err != nil {
@@ -61,7 +47,7 @@ func TestSpawnSkipsLeavingHop(t *testing.T) {
 		}
 	}
 	var again control.SpawnResult
-	err = rm.Call(ctx, "serve.spawn", control.SpawnArgs{Path: "local/local"}, &again)
+	err := rm.Call(ctx, "serve.spawn", control.SpawnArgs{Path: "local/local"}, &again)
 	if err != nil {
 		t.Fatalf("spawn while the first hop is leaving: %v", err)
 	}

@@ -26,14 +26,7 @@ func TestSpawnsRunAtOnce(t *testing.T) {
 	started := filepath.Join(t.TempDir(), "started")
 	tools := spawn.ToolOptions{Commands: map[string][]string{"hang": {"sh", "-c", "touch " + started + "; exec sleep 120", "{script}"}}}
 	path, root, _ := serveWith(t, control.Config{}, agent.Options{Exe: exe, Tools: tools, ConnectTimeout: 5 * time.Minute})
-	ctx, cancel := context.WithTimeout(context.Background(), patience)
-	defer cancel()
-	client, err := dial(t, ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rm := client.Remote(wire.RootID, "root")
-	defer rm.Release()
+	_, rm, ctx := rootClient(t, path)
 
 	hangCtx, endHang := context.WithCancel(ctx)
 	hung := make(chan error, 1)

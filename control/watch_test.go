@@ -15,14 +15,7 @@ import (
 // starts while the server is stopping is told at once.
 func TestStoppingReachesEveryWatch(t *testing.T) {
 	path, _, _ := serve(t, control.Config{})
-	ctx, cancel := context.WithTimeout(context.Background(), patience)
-	defer cancel()
-	client, err := dial(t, ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rm := client.Remote(wire.RootID, "root")
-	defer rm.Release()
+	client, rm, ctx := rootClient(t, path)
 
 	// watch starts serve.watch on a handle of its own and returns its
 	// events once it is subscribed.
