@@ -254,11 +254,17 @@ func runOne[T any](ctx context.Context, r *Runner, t Target, op Op[T]) Result[T]
 	}
 	r.Progress.Running.Add(1)
 	opCtx, cancel := ctx, context.CancelFunc(func() {})
+	var cmdDeadline time.Time
 	if r.CommandTimeout > 0 {
-		opCtx, cancel = context.WithTimeoutCause(ctx, r.CommandTimeout, ErrTimedOut)
+		cmdDeadline = time.Now().Add(r.CommandTimeout)
+		opCtx, cancel = context.WithDeadlineCause(ctx, cmdDeadline, ErrTimedOut)
 	}
 	v, err := op(opCtx, t, rm)
-	timedOut := errors.Is(context.Cause(opCtx), ErrTimedOut) && ctx.Err() == nil
+	// The deadline travels with a call, so the node may end the command
+	// and answer before this side's timer has fired: an error at or past
+	// the deadline is the timeout too.
+	timedOut := ctx.Err() == nil && r.CommandTimeout > 0 &&
+		(errors.Is(context.Cause(opCtx), ErrTimedOut) || err != nil && !time.Now().Before(cmdDeadline))
 	cancel()
 	r.Progress.Running.Add(-1)
 	r.release()

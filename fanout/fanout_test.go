@@ -219,3 +219,25 @@ func TestGatewaysSpread(t *testing.T) {
 		t.Fatalf("rerouted %d times, want 1", rerouted.Load())
 	}
 }
+
+// TestTimeoutAnsweredFirst: the deadline travels with a call, so a node
+// can end the command and answer before this side's timer fires. An
+// operation that fails at its deadline without waiting for its context
+// is timed out all the same, every time.
+func TestTimeoutAnsweredFirst(t *testing.T) {
+	root := newRoot(t)
+	var ts []fanout.Target
+	for i := range 16 {
+		ts = append(ts, fanout.Target{Label: fmt.Sprint(i), Path: "local"})
+	}
+	r := &fanout.Runner{Root: root, CommandTimeout: 100 * time.Millisecond}
+	for res := range fanout.Run(testCtx(t), r, ts, func(ctx context.Context, _ fanout.Target, _ *arborctx.Remote) (execOut, error) {
+		dl, _ := ctx.Deadline()
+		time.Sleep(time.Until(dl)) // the node's own timer: not ctx.Done()
+		return execOut{}, errors.New("node 1 (local): sys.exec.stream: sh: context deadline exceeded")
+	}) {
+		if !res.TimedOut || !errors.Is(res.Err, fanout.ErrTimedOut) {
+			t.Errorf("target %s: %+v, want timed out", res.Target.Label, res)
+		}
+	}
+}
