@@ -270,10 +270,10 @@ func (hb *heartbeat) send(ns wire.NodeState) error {
 // they take one entry per child and the root ends up told the truth.
 func (hb *heartbeat) report(ns wire.NodeState) {
 	hb.pendMu.Lock()
-	if old, ok := hb.pending[ns.ID]; !ok {
+	if old, ok := hb.pending[ns.ID]; ok {
+		ns = newerReport(old, ns)
+	} else {
 		hb.order = append(hb.order, ns.ID)
-	} else if ns.Cause == "" && ns.State == old.State {
-		ns.Cause = old.Cause
 	}
 	hb.pending[ns.ID] = ns
 	hb.pendMu.Unlock()
@@ -281,6 +281,15 @@ func (hb *heartbeat) report(ns wire.NodeState) {
 	case hb.wake <- struct{}{}:
 	default:
 	}
+}
+
+// newerReport is what waits when report ns about a child comes while old
+// waits: ns, with old's cause when ns has none and the state is the same.
+func newerReport(old, ns wire.NodeState) wire.NodeState {
+	if ns.Cause == "" && ns.State == old.State {
+		ns.Cause = old.Cause
+	}
+	return ns
 }
 
 // flushReports sends the pending reports, oldest first. Those the parent
@@ -295,16 +304,11 @@ func (hb *heartbeat) flushReports() {
 		if err := hb.send(pending[id]); err != nil {
 			hb.pendMu.Lock()
 			for _, id := range order[i:] {
-				old := pending[id]
 				if ns, newer := hb.pending[id]; newer {
-					// The newer report wins, with the older cause as in report.
-					if ns.Cause == "" && ns.State == old.State {
-						ns.Cause = old.Cause
-						hb.pending[id] = ns
-					}
+					hb.pending[id] = newerReport(pending[id], ns)
 					continue
 				}
-				hb.pending[id] = old
+				hb.pending[id] = pending[id]
 				hb.order = append(hb.order, id)
 			}
 			hb.pendMu.Unlock()

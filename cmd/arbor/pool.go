@@ -37,13 +37,12 @@ func (g *globalFlags) openPooled(path string) (s *session, ok bool, err error) {
 	if !ok || err != nil {
 		return nil, ok, err
 	}
-	res, err := d.acquire(d.ctx, path, g.wait)
+	rm, release, err := d.lease(g.wait)(d.ctx, path)
 	if err != nil {
 		d.close()
 		return nil, true, spawnErr(err)
 	}
-	return &session{root: d.node, chain: []*arborctx.Remote{d.node.Remote(res.ID, res.Name)}, ctx: d.ctx, stop: d.stop,
-		release: func() { d.release(res.Lease) }}, true, nil
+	return &session{root: d.node, chain: []*arborctx.Remote{rm}, ctx: d.ctx, stop: d.stop, release: release}, true, nil
 }
 
 // dialPool attaches to the running arbor serve for its pool (starting one

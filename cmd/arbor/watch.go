@@ -25,8 +25,10 @@ func newWatchCmd(g *globalFlags) *cobra.Command {
 				// own; the handler only queues them, a loop prints.
 				events := make(chan control.WatchEvent, 4096)
 				var lost atomic.Int64
-				// Set on the read loop too: a stopping event dropped from a
-				// full queue still makes the end the one asked for.
+				// After a stopping event the daemon's going is the end the
+				// user asked for (arbor stop), not a failure. Set on the
+				// read loop: a stopping event dropped from a full queue
+				// counts too.
 				var stopSeen atomic.Bool
 				h := d.node.Router.AddHandler(func(m *router.Message) {
 					var e control.WatchEvent
@@ -46,9 +48,6 @@ func newWatchCmd(g *globalFlags) *cobra.Command {
 				if err != nil {
 					return callErr(err)
 				}
-				// After a stopping event the daemon's going is the end the
-				// user asked for (arbor stop), not a failure.
-				stopping := false
 				show := func(e control.WatchEvent) {
 					if n := lost.Swap(0); n > 0 {
 						d.log.Warn("events lost: this watch could not print them as fast as they came", "lost", n)
@@ -57,7 +56,6 @@ func newWatchCmd(g *globalFlags) *cobra.Command {
 						d.log.Info("watching the tree", "socket", d.socket)
 						return
 					}
-					stopping = stopping || e.Event == control.EventStopping
 					printWatchEvent(e, asJSON)
 				}
 				// drain shows what arrived before the end: the stopping
@@ -80,7 +78,7 @@ func newWatchCmd(g *globalFlags) *cobra.Command {
 						show(e)
 					case err := <-done:
 						drain()
-						if d.ctx.Err() != nil || stopping || stopSeen.Load() {
+						if d.ctx.Err() != nil || stopSeen.Load() {
 							return nil // interrupted, --timeout or arbor stop: the watch is over
 						}
 						if err != nil {
@@ -89,7 +87,7 @@ func newWatchCmd(g *globalFlags) *cobra.Command {
 						return &exitError{code: exitUnreachable, err: fmt.Errorf("arbor serve at %s ended the watch", d.socket)}
 					case <-d.node.ParentLost():
 						drain()
-						if stopping || stopSeen.Load() {
+						if stopSeen.Load() {
 							return nil
 						}
 						return &exitError{code: exitUnreachable, err: fmt.Errorf("arbor serve at %s went away", d.socket)}
