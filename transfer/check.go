@@ -82,49 +82,25 @@ func (d *digests) sums() sums {
 // manifest is a tree's digest: for every entry in order its path, a zero
 // byte, and the file's digest or the symlink's target. The check's is
 // the end record's digest; the SHA-256 one (over the files' SHA-256s,
-// unless Options.SkipSHA256) is Summary.SHA256.
-type manifest struct {
-	check check
-	sha   hash.Hash
-}
+// unless Options.SkipSHA256) is Summary.SHA256. Its sums are digests'.
+type manifest struct{ digests }
 
-func newManifest(o Options) *manifest {
-	m := &manifest{}
-	if !o.SkipSHA256 {
-		m.sha = sha256.New()
-	}
-	return m
-}
+func newManifest(o Options) *manifest { return &manifest{*newDigests(o)} }
 
 // entry adds an entry's path.
 func (m *manifest) entry(path string) {
-	m.both([]byte(path))
-	m.both([]byte{0})
+	m.write([]byte(path))
+	m.write([]byte{0})
 }
 
 // target adds a symlink's target.
-func (m *manifest) target(t string) { m.both([]byte(t)) }
+func (m *manifest) target(t string) { m.write([]byte(t)) }
 
-// file adds a file's sums.
+// file adds a file's sums: its check to the check, its SHA-256 to the
+// SHA-256.
 func (m *manifest) file(s sums) {
 	m.check.Write(s.check)
 	if m.sha != nil {
 		m.sha.Write(s.sha)
 	}
-}
-
-func (m *manifest) both(p []byte) {
-	m.check.Write(p)
-	if m.sha != nil {
-		m.sha.Write(p)
-	}
-}
-
-// sums are the manifest's digests.
-func (m *manifest) sums() sums {
-	s := sums{check: m.check.Sum()}
-	if m.sha != nil {
-		s.sha = m.sha.Sum(nil)
-	}
-	return s
 }
