@@ -29,3 +29,5 @@ require (
 	github.com/stretchr/testify v1.9.0 // indirect
 	github.com/x448/float16 v0.8.4 // indirect
 )
+
+replace github.com/hashicorp/yamux => ./internal/yamux
