@@ -20,6 +20,7 @@ import (
 	"github.com/arbor-project/arbor/stream"
 	"github.com/arbor-project/arbor/stream/wire"
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
 )
 
 // Process is a started child: the agent itself (local), or the ssh or sudo
@@ -130,7 +131,7 @@ func startProcess(argv, env []string, log hclog.Logger, name string, prompt ...*
 		p.state, p.werr = cmd.ProcessState, err
 		close(p.waited)
 	}()
-	return p, &pipeConn{r: stdout, w: stdin}, nil
+	return p, &pipeConn{r: stdout, w: stdin, pipes: pipeFiles(stdout, stdin)}, nil
 }
 
 // openLink sends the hello over conn and waits for the acknowledgement
@@ -211,11 +212,50 @@ func isTimeout(err error) bool {
 // replaced by a buffered reader that already holds bytes read from the
 // child (the bootstrap's status lines).
 type pipeConn struct {
-	r    io.Reader
-	rc   io.Closer
-	w    io.WriteCloser
-	once sync.Once
+	r     io.Reader
+	rc    io.Closer
+	w     io.WriteCloser
+	pipes []syscall.Conn // the two pipes, for SetPipeSize
+	once  sync.Once
 }
+
+// pipeFiles are the pipes among rw that can be reached as files (exec's
+// pipes are *os.File, or wrap one).
+func pipeFiles(rw ...any) []syscall.Conn {
+	var fs []syscall.Conn
+	for _, f := range rw {
+		if sc, ok := f.(syscall.Conn); ok {
+			fs = append(fs, sc)
+		}
+	}
+	return fs
+}
+
+// SetPipeSize sets the capacity of the child's stdin and stdout pipes
+// (stream.PipeSizer): the link grows them while it carries bulk data.
+func (c *pipeConn) SetPipeSize(n int) error {
+	if len(c.pipes) == 0 {
+		return errors.ErrUnsupported
+	}
+	for _, p := range c.pipes {
+		rc, err := p.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			_, serr = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, n)
+		}); err != nil {
+			return err
+		}
+		if serr != nil {
+			return serr
+		}
+	}
+	return nil
+}
+
+var _ stream.PipeSizer = (*pipeConn)(nil)
 
 func (c *pipeConn) Read(b []byte) (int, error)  { return c.r.Read(b) }
 func (c *pipeConn) Write(b []byte) (int, error) { return c.w.Write(b) }

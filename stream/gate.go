@@ -343,11 +343,14 @@ func (g *gatedConn) dropLocked(id uint32, st *gateStream) {
 	delete(g.streams, id)
 	if st.inbound {
 		g.in--
-		return
+	} else {
+		g.out--
+		close(g.freed)
+		g.freed = make(chan struct{})
 	}
-	g.out--
-	close(g.freed)
-	g.freed = make(chan struct{})
+	if g.in+g.out == 0 {
+		g.t.l.bulkEnded(false)
+	}
 }
 
 // sent looks at a header yamux writes to the peer and returns it, with

@@ -31,7 +31,7 @@ type FrameHandler func(h wire.Header, payload []byte)
 // wait to be accepted, ServeChannels' acceptor.
 //
 // Lock order: gatedConn.wmu, then wmu; chMu, then acMu; gatedConn.mu,
-// then acMu.
+// then acMu; pipes.mu last of all.
 type Link struct {
 	cfg    *Config
 	log    hclog.Logger
@@ -74,6 +74,9 @@ type Link struct {
 	// peerID is the node at the other end; hello is what the parent sent.
 	peerID uint32
 	hello  wire.Hello
+
+	// pipes is the capacity of the connection's pipes (pipes.go).
+	pipes pipeState
 
 	// q is the outbound queue the write loop drains (queue.go).
 	q *sendQueue
@@ -768,6 +771,7 @@ func (l *Link) Abort(cause error) {
 		// channel's reader and writer.
 		l.conn.Close()
 		l.endSession()
+		l.bulkEnded(true)
 		l.wdMu.Lock()
 		if l.wd != nil {
 			l.wd.Stop()

@@ -43,6 +43,9 @@ const (
 	// tunnelCopyMax is the largest tunnel frame copied into the tunnel's
 	// buffer; a larger one is read by yamux in place.
 	tunnelCopyMax = 4 << 10
+	// bulkFrame is the size from which a tunnel frame, in or out, is
+	// bulk data: the link's pipes grow (pipes.go).
+	bulkFrame = 64 << 10
 	// tunnelBufMax bounds the copied bytes waiting for yamux. It is small
 	// so the read loop stops reading soon after yamux does: the pipe, not
 	// this buffer, holds what a peer sends ahead (a peer flooding channel
@@ -184,6 +187,9 @@ func (t *tunnel) deliver(r *bufio.Reader, n int) error {
 	}
 	// A big frame: yamux reads it from r, once what was copied before it
 	// has been read.
+	if n >= bulkFrame {
+		t.l.bulkFlowing()
+	}
 	handed := false
 	for {
 		t.mu.Lock()
@@ -347,6 +353,9 @@ func (l *Link) tunnelIn(r *bufio.Reader, n int) error {
 // with the first writeChunk bytes of payload, the rest in pieces of
 // writeChunk bytes, each under the watchdog.
 func (l *Link) writeTunnel(a, b []byte) error {
+	if len(a)+len(b) >= bulkFrame {
+		l.bulkFlowing()
+	}
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
 	select {

@@ -12,6 +12,11 @@
 //	child echo          copy stdin to stdout (W2, W3, W4, W7)
 //	child source FILE   write FILE to stdout (W5)
 //	child relay ARGV..  run ARGV, relay stdin to it and its stdout back (W3, W5, W7)
+//
+// W5 runs twice: with the pipes as made (stat rate) and with every pipe
+// grown to 1 MiB by the process that made it (stat rate_1m_pipes), as
+// Arbor grows a link's pipes while it carries bulk data: the limit for
+// that capacity. The size travels to the relays in pipeSizeEnv.
 package main
 
 import (
@@ -21,6 +26,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -79,6 +85,44 @@ func self() string {
 	return exe
 }
 
+// pipeSizeEnv, when set, is the capacity in bytes every process gives the
+// pipes it makes for its child.
+const pipeSizeEnv = "LIMITBENCH_PIPE_SIZE"
+
+// sizePipes sets the capacity of pipes to $LIMITBENCH_PIPE_SIZE, if set.
+func sizePipes(pipes ...any) error {
+	n, err := strconv.Atoi(os.Getenv(pipeSizeEnv))
+	if err != nil {
+		return nil
+	}
+	for _, p := range pipes {
+		sc, ok := p.(syscall.Conn)
+		if !ok {
+			return fmt.Errorf("%T is not a pipe", p)
+		}
+		rc, err := sc.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			_, _, e := syscall.Syscall(syscall.SYS_FCNTL, fd, fSetPipeSize, uintptr(n))
+			if e != 0 {
+				serr = e
+			}
+		}); err != nil {
+			return err
+		}
+		if serr != nil {
+			return fmt.Errorf("F_SETPIPE_SZ %d: %w", n, serr)
+		}
+	}
+	return nil
+}
+
+// fSetPipeSize is Linux's F_SETPIPE_SZ.
+const fSetPipeSize = 1031
+
 // proc is a started child with its pipes.
 type proc struct {
 	cmd *exec.Cmd
@@ -106,6 +150,9 @@ func start(relays int, role ...string) (*proc, error) {
 	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
+		return nil, err
+	}
+	if err := sizePipes(in, out); err != nil {
 		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
@@ -256,6 +303,16 @@ func w5(f benchout.Flags, o benchout.Out) error {
 	if f.Data == "" {
 		return errors.New("W5 needs -data")
 	}
+	if err := w5once(f, o, "rate"); err != nil {
+		return err
+	}
+	os.Setenv(pipeSizeEnv, strconv.Itoa(1<<20))
+	defer os.Unsetenv(pipeSizeEnv)
+	return w5once(f, o, "rate_1m_pipes")
+}
+
+// w5once moves the data file once and emits its rate as stat.
+func w5once(f benchout.Flags, o benchout.Out, stat string) error {
 	p, err := start(1, "source", f.Data)
 	if err != nil {
 		return err
@@ -282,7 +339,7 @@ func w5(f benchout.Flags, o benchout.Out) error {
 	if n != st.Size() {
 		return fmt.Errorf("W5 received %d bytes of %d", n, st.Size())
 	}
-	o.Emit("W5", "rate", benchout.Round(float64(n)/1e6/el.Seconds()), "MB/s")
+	o.Emit("W5", stat, benchout.Round(float64(n)/1e6/el.Seconds()), "MB/s")
 	return nil
 }
 
@@ -416,6 +473,9 @@ func child(mode string, args []string) error {
 		}
 		out, err := cmd.StdoutPipe()
 		if err != nil {
+			return err
+		}
+		if err := sizePipes(in, out); err != nil {
 			return err
 		}
 		if err := cmd.Start(); err != nil {
