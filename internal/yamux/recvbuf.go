@@ -54,36 +54,54 @@ func (b *recvBuffer) readFrom(r io.Reader, n int) (int, error) {
 	return read, nil
 }
 
+// take returns the first contiguous run of waiting bytes, which stay in
+// the buffer until consumed. The receive loop may append while the caller
+// uses them: it writes only past them.
+func (b *recvBuffer) take() []byte {
+	if b.n == 0 {
+		return nil
+	}
+	return (*b.chunks[0])[b.r:b.end()]
+}
+
+// consumed marks the first k bytes, from take, as read.
+func (b *recvBuffer) consumed(k int) {
+	b.r += k
+	b.n -= k
+	if b.r == b.end() {
+		b.drop()
+	}
+}
+
+// end is where the bytes of the first chunk end.
+func (b *recvBuffer) end() int {
+	if len(b.chunks) == 1 {
+		return b.w
+	}
+	return recvChunkSize
+}
+
 // Read copies waiting bytes into p.
 func (b *recvBuffer) Read(p []byte) int {
 	done := 0
 	for done < len(p) && b.n > 0 {
-		end := recvChunkSize
-		if len(b.chunks) == 1 {
-			end = b.w
-		}
-		k := copy(p[done:], (*b.chunks[0])[b.r:end])
-		b.r += k
-		b.n -= k
+		k := copy(p[done:], b.take())
+		b.consumed(k)
 		done += k
-		if b.r == end {
-			b.drop()
-		}
 	}
 	return done
 }
 
-// drop ends the first chunk, read to its end. The last chunk is kept for
-// the next bytes, from its start.
+// drop returns the first chunk, read to its end, to the pool: a stream
+// with nothing waiting holds no chunk.
 func (b *recvBuffer) drop() {
-	if len(b.chunks) == 1 {
-		b.r, b.w = 0, 0
-		return
-	}
 	recvChunkPool.Put(b.chunks[0])
 	b.chunks[0] = nil
 	b.chunks = b.chunks[1:]
 	b.r = 0
+	if len(b.chunks) == 0 {
+		b.chunks, b.w = nil, 0
+	}
 }
 
 // free returns every chunk to the pool; the buffer must hold nothing

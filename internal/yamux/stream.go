@@ -135,6 +135,16 @@ START:
 	return n, err
 
 WAIT:
+	if err := s.waitRecv(); err != nil {
+		return 0, err
+	}
+	goto START
+}
+
+// waitRecv waits for bytes to arrive, the stream's state to change or the
+// read deadline to pass (ErrTimeout). (Arbor: Read's wait, shared with
+// WriteTo.)
+func (s *Stream) waitRecv() error {
 	var timeout <-chan time.Time
 	var timer *time.Timer
 	readDeadline := s.readDeadline.Load().(time.Time)
@@ -147,14 +157,76 @@ WAIT:
 	case <-s.session.shutdownCh:
 	case <-s.recvNotifyCh:
 	case <-timeout:
-		return 0, ErrTimeout
+		return ErrTimeout
 	}
 	if timer != nil {
 		if !timer.Stop() {
 			<-timeout
 		}
 	}
-	goto START
+	return nil
+}
+
+// WriteTo writes what the stream receives to w until EOF, straight from
+// the receive buffer: no copy into a caller's buffer, so io.Copy from a
+// stream to another (a relaying node) copies each byte only in from the
+// connection and out to the next. It must not run beside Read. (Added by
+// Arbor.)
+func (s *Stream) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for {
+		p, err := s.nextChunk()
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+		n, werr := w.Write(p)
+		total += int64(n)
+		s.recvLock.Lock()
+		s.recvBuf.consumed(n)
+		s.recvLock.Unlock()
+		asyncNotify(s.recvNotifyCh)
+		if err := s.sendWindowUpdate(); err != nil && err != ErrSessionShutdown {
+			return total, err
+		}
+		if werr != nil {
+			return total, werr
+		}
+	}
+}
+
+// nextChunk waits as Read does for received bytes and returns the first
+// run of them that is contiguous in the receive buffer, left there for
+// consumed. (Added by Arbor.)
+func (s *Stream) nextChunk() ([]byte, error) {
+	for {
+		s.stateLock.Lock()
+		switch s.state {
+		case streamRemoteClose, streamClosed:
+			s.recvLock.Lock()
+			if s.recvBuf.Len() == 0 {
+				s.recvLock.Unlock()
+				s.stateLock.Unlock()
+				return nil, io.EOF
+			}
+			s.recvLock.Unlock()
+		case streamReset:
+			s.stateLock.Unlock()
+			return nil, ErrConnectionReset
+		}
+		s.stateLock.Unlock()
+		s.recvLock.Lock()
+		p := s.recvBuf.take()
+		s.recvLock.Unlock()
+		if len(p) > 0 {
+			return p, nil
+		}
+		if err := s.waitRecv(); err != nil {
+			return nil, err
+		}
+	}
 }
 
 // Write is used to write to the stream
