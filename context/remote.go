@@ -154,7 +154,7 @@ func (rm *Remote) Start(ctx context.Context, fn string, args any) (*PendingCall,
 	if dl, ok := ctx.Deadline(); ok {
 		req.DeadlineUnixNano = dl.UnixNano()
 	}
-	body, err := wire.Marshal(req)
+	body, err := wire.EncodeCallRequest(req)
 	if err != nil {
 		return nil, err
 	}
@@ -175,8 +175,8 @@ func (c *PendingCall) Wait(out any) error {
 		}
 		return wrap(err, "call %s on node %d (%s)", c.fn, c.rm.id, c.rm.name)
 	}
-	var rep wire.CallReply
-	if err := wire.Unmarshal(msg.Payload, &rep); err != nil {
+	rep, err := wire.DecodeCallReply(msg.Payload)
+	if err != nil {
 		return wrap(err, "reply to %s from node %d (%s)", c.fn, c.rm.id, c.rm.name)
 	}
 	if rep.Error != nil {

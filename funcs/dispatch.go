@@ -168,8 +168,8 @@ func (d *Dispatcher) leaveLink(port *router.Port, lc *linkCalls) {
 // hands the call to a goroutine. It never waits: refusals are answered as
 // control frames.
 func (d *Dispatcher) onCall(m *router.Message) {
-	var req wire.CallRequest
-	if err := wire.Unmarshal(m.Payload, &req); err != nil {
+	req, err := wire.DecodeCallRequest(m.Payload)
+	if err != nil {
 		d.refuse(m, "", KindBadArgs, fmt.Sprintf("bad CALL payload: %v", err))
 		return
 	}
@@ -348,7 +348,7 @@ func (d *Dispatcher) replyBody(ctx context.Context, res []byte, err error) (body
 		}
 		return nil, kind, err.Error()
 	}
-	body, err = wire.Marshal(wire.CallReply{Result: res})
+	body, err = wire.EncodeCallResult(res)
 	if err == nil && uint64(len(body)) > uint64(d.r.MaxMessage()) {
 		err = &wire.TooLargeError{Size: uint64(len(body)), Max: d.r.MaxMessage()}
 	}
