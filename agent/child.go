@@ -159,6 +159,11 @@ type fdConn struct {
 
 func (c *fdConn) Read(b []byte) (int, error)  { return c.r.Read(b) }
 func (c *fdConn) Write(b []byte) (int, error) { return c.w.Write(b) }
+
+// PipeWriteConn is the descriptor Write writes to (non-blocking, see
+// takeStdio): the link writes small frames to it itself when nothing else
+// is being written, if it is a pipe (stream.PipeWriter).
+func (c *fdConn) PipeWriteConn() (syscall.RawConn, error) { return c.w.SyscallConn() }
 func (c *fdConn) Close() error {
 	c.once.Do(func() {
 		c.r.Close()

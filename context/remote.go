@@ -123,7 +123,7 @@ func (rm *Remote) Err() error {
 // node disconnects, or ctx ends; ctx's deadline travels with the call and
 // its cancellation cancels the function on the remote node.
 func (rm *Remote) Call(ctx context.Context, fn string, args, out any) error {
-	c, err := rm.Start(ctx, fn, args)
+	c, err := rm.start(ctx, fn, args, true)
 	if err != nil {
 		return err
 	}
@@ -140,6 +140,12 @@ type PendingCall struct {
 
 // Start sends a call and returns at once; Wait collects its result.
 func (rm *Remote) Start(ctx context.Context, fn string, args any) (*PendingCall, error) {
+	return rm.start(ctx, fn, args, false)
+}
+
+// start sends a call; waiting says the caller waits for it at once (Call),
+// which lets the request skip the link's write loop on an idle link.
+func (rm *Remote) start(ctx context.Context, fn string, args any, waiting bool) (*PendingCall, error) {
 	if err := rm.Err(); err != nil {
 		return nil, err
 	}
@@ -158,7 +164,11 @@ func (rm *Remote) Start(ctx context.Context, fn string, args any) (*PendingCall,
 	if err != nil {
 		return nil, err
 	}
-	p, err := rm.r.BeginContext(ctx, rm.id, wire.HandleCall, body)
+	begin := rm.r.BeginContext
+	if waiting {
+		begin = rm.r.BeginWaiting
+	}
+	p, err := begin(ctx, rm.id, wire.HandleCall, body)
 	if err != nil {
 		return nil, wrap(err, "call %s on node %d (%s)", fn, rm.id, rm.name)
 	}

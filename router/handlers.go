@@ -104,7 +104,7 @@ func (r *Router) deliver(m *Message) {
 // control class (stream.Link.SendControl), whose bound closes the link of
 // a peer that sends requests and never reads the answers.
 func (r *Router) Reply(m *Message, payload []byte) error {
-	return r.reply(nil, m, payload, sendControl)
+	return r.reply(nil, m, payload, direct(sendControl, m.Port))
 }
 
 // ReplyContext is Reply for a goroutine that may wait for room in the next

@@ -24,7 +24,7 @@ type result struct {
 // It waits for room in the next hop's queue (see SendContext), so it must
 // not be called from a handler.
 func (r *Router) Request(ctx context.Context, dst, handle uint32, payload []byte) (*Message, error) {
-	w, err := r.BeginContext(ctx, dst, handle, payload)
+	w, err := r.BeginWaiting(ctx, dst, handle, payload)
 	if err != nil {
 		return nil, err
 	}
@@ -46,8 +46,17 @@ func (r *Router) Begin(dst, handle uint32, payload []byte) (*Pending, error) {
 
 // BeginContext is Begin that waits for room in the next hop's queue until
 // ctx ends (see SendContext): backpressure for a caller that pipelines.
+// The link's write loop joins such requests into few writes.
 func (r *Router) BeginContext(ctx context.Context, dst, handle uint32, payload []byte) (*Pending, error) {
 	return r.begin(ctx, dst, handle, payload, sendWait)
+}
+
+// BeginWaiting is BeginContext for a caller that waits for the reply
+// right after (Request, context.Remote.Call): when the next link has
+// nothing queued, the request goes out on the caller's own write instead
+// of waking the link's write loop (stream/inline.go).
+func (r *Router) BeginWaiting(ctx context.Context, dst, handle uint32, payload []byte) (*Pending, error) {
+	return r.begin(ctx, dst, handle, payload, sendWaitDirect)
 }
 
 func (r *Router) begin(ctx context.Context, dst, handle uint32, payload []byte, mode sendMode) (*Pending, error) {

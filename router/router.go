@@ -426,7 +426,30 @@ const (
 	sendUrgent
 	// sendWait waits for room in the next hop's queue until ctx ends.
 	sendWait
+	// The direct modes are sendNow, sendControl and sendWait for a
+	// sender that may write a small frame itself on an idle link
+	// (stream/inline.go): a read loop with nothing buffered behind the
+	// frame it forwards or answers, a caller that waits for the answer
+	// right after.
+	sendNowDirect
+	sendControlDirect
+	sendWaitDirect
 )
+
+// direct is mode for a message forwarded or answered on behalf of one
+// that arrived on in: a direct mode when nothing waits behind it there.
+func direct(mode sendMode, in *Port) sendMode {
+	if in == nil || in.Link.MoreBuffered() {
+		return mode
+	}
+	switch mode {
+	case sendNow:
+		return sendNowDirect
+	case sendControl:
+		return sendControlDirect
+	}
+	return mode
+}
 
 // Send routes a message this node originates, with this node as Src and
 // Auth. It never blocks: when the next hop's queue is full it returns an
@@ -477,7 +500,7 @@ func (r *Router) send(ctx context.Context, h wire.Header, payload []byte, mode s
 // is the link m arrived on, nil for a message this node originated. It
 // never blocks: a message for a link whose queue is full is refused with a
 // dead reply naming the congested link.
-func (r *Router) Route(m *Message) { _ = r.route(nil, m, sendNow) }
+func (r *Router) Route(m *Message) { _ = r.route(nil, m, direct(sendNow, m.Port)) }
 
 // route is Route with the send mode of a message this node originates. It
 // returns an error only for such a message, when the next hop would not
@@ -503,6 +526,12 @@ func (r *Router) route(ctx context.Context, m *Message, mode sendMode) error {
 		err = out.Link.SendUrgent(m.Header, m.Payload)
 	case sendWait:
 		err = out.Link.SendWait(ctx, m.Header, m.Payload)
+	case sendNowDirect:
+		err = out.Link.SendDirect(m.Header, m.Payload)
+	case sendControlDirect:
+		err = out.Link.SendControlDirect(m.Header, m.Payload)
+	case sendWaitDirect:
+		err = out.Link.SendWaitDirect(ctx, m.Header, m.Payload)
 	default:
 		err = out.Link.Send(m.Header, m.Payload)
 	}

@@ -255,7 +255,20 @@ func (c *pipeConn) SetPipeSize(n int) error {
 	return nil
 }
 
-var _ stream.PipeSizer = (*pipeConn)(nil)
+var (
+	_ stream.PipeSizer  = (*pipeConn)(nil)
+	_ stream.PipeWriter = (*pipeConn)(nil)
+)
+
+// PipeWriteConn is the child's stdin, the pipe Write writes to: the link
+// writes small frames to it itself when nothing else is being written
+// (stream.PipeWriter).
+func (c *pipeConn) PipeWriteConn() (syscall.RawConn, error) {
+	if sc, ok := c.w.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.ErrUnsupported
+}
 
 func (c *pipeConn) Read(b []byte) (int, error)  { return c.r.Read(b) }
 func (c *pipeConn) Write(b []byte) (int, error) { return c.w.Write(b) }

@@ -45,6 +45,13 @@ type Link struct {
 	// for a whole message frame or a whole tunnel frame.
 	wmu   sync.Mutex
 	tjoin []byte // a small tunnel frame joined for one write (wmu held)
+	// wraw is conn's pipe when a sender may write a small frame itself
+	// (inline.go); ibuf is that frame (wmu held); more says frames wait
+	// in the read loop's buffer behind the one it handles.
+	wraw         syscall.RawConn
+	ibuf         []byte
+	more         atomic.Bool
+	directFrames atomic.Uint64
 	// wstart is when the write to conn under way began (nanoseconds
 	// since epoch, 0: none); the watchdog closes the link when one makes
 	// no progress for WriteTimeout. wdArmed: its timer is set.
@@ -291,6 +298,7 @@ func newLink(c *Config, log hclog.Logger, conn io.ReadWriteCloser, br *bufio.Rea
 
 		sessEnded: make(chan struct{}),
 	}
+	l.wraw = pipeWriteConn(conn)
 	return l
 }
 
@@ -377,6 +385,10 @@ func (l *Link) SendWait(ctx context.Context, h wire.Header, payload []byte) erro
 	if err := l.check(&h, payload); err != nil {
 		return err
 	}
+	return l.putWait(ctx, h, payload)
+}
+
+func (l *Link) putWait(ctx context.Context, h wire.Header, payload []byte) error {
 	if err := l.q.putWait(ctx, l.done, outFrame{h: h, payload: payload}); err != nil {
 		if errors.Is(err, ErrLinkClosed) {
 			return l.closedErr()
@@ -404,6 +416,11 @@ func (l *Link) put(h wire.Header, payload []byte, c frameClass) error {
 	if err := l.check(&h, payload); err != nil {
 		return err
 	}
+	return l.enqueue(h, payload, c)
+}
+
+// enqueue admits a checked frame to the queue by class.
+func (l *Link) enqueue(h wire.Header, payload []byte, c frameClass) error {
 	if held, ok := l.q.put(outFrame{h: h, payload: payload}, c); !ok {
 		l.full.Add(1)
 		return &QueueFullError{Peer: l.peerID, Frames: held}
@@ -487,10 +504,11 @@ func (l *Link) writeLoop() {
 					}
 				}
 			}
-			clear(batch)
 			if _, err := l.writeBatch(buf); err != nil {
 				return
 			}
+			l.q.unwritten.Add(-int64(len(batch)))
+			clear(batch)
 		}
 	}
 }
@@ -506,7 +524,10 @@ func (l *Link) writeBatch(buf []byte) ([]byte, error) {
 			front = wire.AppendFrame(front, u.h, u.payload)
 		}
 		buf = append(front, buf...)
-		defer l.urgentAt.Store(time.Now().UnixNano())
+		defer func() {
+			l.urgentAt.Store(time.Now().UnixNano())
+			l.q.unwritten.Add(-int64(len(urgent)))
+		}()
 	}
 	if len(buf) == 0 {
 		return buf, nil
@@ -599,21 +620,27 @@ func (l *Link) connWrite(b []byte) error {
 	l.wstart.Store(0)
 	l.outBytes.Add(uint64(n))
 	if err != nil {
-		select {
-		case <-l.done:
-			// Closed under the write: by Abort, or by the watchdog, whose
-			// cause is already set.
-			return l.closedErr()
-		default:
-		}
-		if peerGone(err) {
-			l.Abort(fmt.Errorf("%w: the peer closed the connection (%w)", io.EOF, err))
-		} else {
-			l.Abort(fmt.Errorf("write: %w", err))
-		}
-		return err
+		return l.writeFailed(err)
 	}
 	return nil
+}
+
+// writeFailed closes the link after a write to conn failed with err, and
+// returns the error for the writer.
+func (l *Link) writeFailed(err error) error {
+	select {
+	case <-l.done:
+		// Closed under the write: by Abort, or by the watchdog, whose
+		// cause is already set.
+		return l.closedErr()
+	default:
+	}
+	if peerGone(err) {
+		l.Abort(fmt.Errorf("%w: the peer closed the connection (%w)", io.EOF, err))
+	} else {
+		l.Abort(fmt.Errorf("write: %w", err))
+	}
+	return err
 }
 
 // armWatchdog sets the write watchdog's timer unless it is set: a write
@@ -706,6 +733,7 @@ func (l *Link) readLoop(onFrame FrameHandler) {
 			return
 		}
 		l.inFrames.Add(1)
+		l.more.Store(r.Buffered() > 0)
 		onFrame(h, payload)
 	}
 }

@@ -74,6 +74,11 @@ type sendQueue struct {
 
 	// ready wakes the write loop (buffered 1: a wake is never lost).
 	ready chan struct{}
+	// unwritten counts the frames admitted and not yet written: queued,
+	// or taken by the write loop and not yet out. A sender may write a
+	// frame itself only while it is zero (inline.go), so no frame
+	// overtakes another.
+	unwritten atomic.Int64
 }
 
 func newSendQueue(limit, reserve int) *sendQueue {
@@ -84,6 +89,7 @@ func newSendQueue(limit, reserve int) *sendQueue {
 // many frames the bound that refused it allows.
 func (q *sendQueue) put(f outFrame, c frameClass) (bound int, ok bool) {
 	q.mu.Lock()
+	q.unwritten.Add(1)
 	switch {
 	case c == classUrgent && len(q.urgent) < q.reserve:
 		q.urgent = append(q.urgent, f)
@@ -92,6 +98,7 @@ func (q *sendQueue) put(f outFrame, c frameClass) (bound int, ok bool) {
 		c == classControl && len(q.frames) < q.limit+q.reserve:
 		q.frames = append(q.frames, f)
 	default:
+		q.unwritten.Add(-1)
 		q.mu.Unlock()
 		switch c {
 		case classUrgent:
@@ -112,6 +119,7 @@ func (q *sendQueue) putWait(ctx context.Context, done <-chan struct{}, f outFram
 		q.mu.Lock()
 		if len(q.frames) < q.limit {
 			q.frames = append(q.frames, f)
+			q.unwritten.Add(1)
 			q.mu.Unlock()
 			q.wake()
 			return nil

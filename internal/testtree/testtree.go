@@ -6,6 +6,7 @@ package testtree
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -40,6 +41,16 @@ type duplex struct {
 	io.Writer
 	closers []io.Closer
 	once    sync.Once
+}
+
+// PipeWriteConn is the descriptor of an os.Pipe's write end
+// (stream.PipeWriter): links over it write small frames themselves, as
+// between real processes. An io.Pipe has none.
+func (d *duplex) PipeWriteConn() (syscall.RawConn, error) {
+	if sc, ok := d.Writer.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.ErrUnsupported
 }
 
 func (d *duplex) Close() error {
