@@ -102,7 +102,10 @@ func (r *Router) deliver(m *Message) {
 // first hop's data queue is full: an answer is owed to a request the peer
 // made, and a caller must never wait on a lost reply. It goes in the
 // control class (stream.Link.SendControl), whose bound closes the link of
-// a peer that sends requests and never reads the answers.
+// a peer that sends requests and never reads the answers. Called from the
+// read loop m arrived on with nothing buffered behind m, it may write the
+// answer itself (stream/inline.go); a goroutine of its own (a worker)
+// uses ReplyContext.
 func (r *Router) Reply(m *Message, payload []byte) error {
 	return r.reply(nil, m, payload, direct(sendControl, m.Port))
 }

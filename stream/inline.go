@@ -41,7 +41,8 @@ type PipeWriter interface {
 }
 
 // pipeWriteConn is conn's pipe for direct writes, or nil when conn has
-// none or it is not a pipe (a socket may take part of a small write).
+// none, it is not a pipe (a socket may take part of a small write) or it
+// is in blocking mode (a write to a full pipe would wait).
 func pipeWriteConn(conn any) syscall.RawConn {
 	pw, ok := conn.(PipeWriter)
 	if !ok {
@@ -51,11 +52,13 @@ func pipeWriteConn(conn any) syscall.RawConn {
 	if err != nil || rc == nil {
 		return nil
 	}
-	fifo := false
+	ok = false
 	if err := rc.Control(func(fd uintptr) {
 		var st unix.Stat_t
-		fifo = unix.Fstat(int(fd), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFIFO
-	}); err != nil || !fifo {
+		fl, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
+		ok = err == nil && fl&unix.O_NONBLOCK != 0 &&
+			unix.Fstat(int(fd), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFIFO
+	}); err != nil || !ok {
 		return nil
 	}
 	return rc
@@ -130,7 +133,8 @@ func (l *Link) sendInline(h wire.Header, payload []byte) (taken bool, err error)
 		n, werr = unix.Write(int(fd), l.ibuf)
 		return true // one attempt: never wait for room here
 	}); err != nil {
-		return false, nil // the descriptor is closing: the queue path reports it
+		// The descriptor is closing: the link is closing with it.
+		return true, l.writeFailed(err)
 	}
 	if errors.Is(werr, unix.EAGAIN) {
 		return false, nil

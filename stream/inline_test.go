@@ -5,13 +5,16 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/arbor-project/arbor/internal/testtree"
 	"github.com/arbor-project/arbor/stream"
 	"github.com/arbor-project/arbor/stream/wire"
+	"golang.org/x/sys/unix"
 )
 
 var osPipe = testtree.Transport{Name: "os.Pipe", Pair: testtree.OSPipe}
@@ -166,5 +169,51 @@ func TestDirectWriteFullPipe(t *testing.T) {
 	}
 	if parent.DirectFrames() == 0 || parent.DirectFrames() == n {
 		t.Fatalf("%d of %d frames written directly: want some (the pipe had room), not all (it filled)", parent.DirectFrames(), n)
+	}
+}
+
+// blockingPipes is the parent's end of two pipes whose write end is in
+// blocking mode, which a direct write must not use: write(2) to it could
+// wait on a full pipe.
+type blockingPipes struct{ sizedPipes }
+
+func (p *blockingPipes) PipeWriteConn() (syscall.RawConn, error) { return p.w.SyscallConn() }
+
+// TestNoDirectWritesOnBlockingPipe: a connection whose pipe is in
+// blocking mode gets no direct writes; its frames still arrive.
+func TestNoDirectWritesOnBlockingPipe(t *testing.T) {
+	cr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, cw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := pw.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.Control(func(fd uintptr) { unix.SetNonblock(int(fd), false) })
+	log, _ := newLogger(t)
+	ach := acceptAsync(&plainPipes{r: cr, w: cw}, config(log), 1)
+	parent, _, err := stream.Open(&blockingPipes{sizedPipes{r: pr, w: pw}}, testHello, config(log))
+	a := await(t, ach, "Accept")
+	if err != nil || a.err != nil {
+		t.Fatalf("Open: %v; Accept: %v", err, a.err)
+	}
+	t.Cleanup(func() {
+		parent.Close()
+		a.l.Close()
+	})
+	start(parent)
+	ce := start(a.l)
+	h := wire.Header{Dst: 7, Handle: 1000}
+	if err := parent.SendWaitDirect(context.Background(), h, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	ce.expectFrame(t, h, []byte("x"))
+	if n := parent.DirectFrames(); n != 0 {
+		t.Fatalf("%d frames written directly to a blocking pipe", n)
 	}
 }

@@ -3,6 +3,7 @@ package stream
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Pipe capacity for bulk data.
@@ -41,11 +42,17 @@ type PipeSizer interface {
 // bulkPipes counts the links of this process whose pipes are grown.
 var bulkPipes atomic.Int32
 
+// shrinkRetry is how long a link waits to shrink its pipes again when
+// they still held more than the default as its last channel ended.
+const shrinkRetry = 200 * time.Millisecond
+
 // pipeState is a link's pipe capacity: grown while channel data flows.
 type pipeState struct {
-	grown  atomic.Bool
-	mu     sync.Mutex
-	closed bool // the link closed: never grow again
+	grown   atomic.Bool
+	mu      sync.Mutex
+	closed  bool // the link closed: never grow again
+	refused bool // growing failed: not again until the channels end
+	retry   *time.Timer
 }
 
 // bulkFlowing is called for each big tunnel frame in or out: the link
@@ -61,7 +68,7 @@ func (l *Link) bulkFlowing() {
 	}
 	l.pipes.mu.Lock()
 	defer l.pipes.mu.Unlock()
-	if l.pipes.grown.Load() || l.pipes.closed {
+	if l.pipes.grown.Load() || l.pipes.closed || l.pipes.refused {
 		return
 	}
 	if bulkPipes.Add(1) > bulkPipeLinks {
@@ -70,7 +77,10 @@ func (l *Link) bulkFlowing() {
 	}
 	if err := ps.SetPipeSize(bulkPipeSize); err != nil {
 		// Not a pipe after all, or the user's pipes are at their
-		// limit: the link goes on with the pipes it has.
+		// limit: the link goes on with default pipes (one of the two
+		// may have grown) and tries again after its channels end.
+		_ = ps.SetPipeSize(basePipeSize)
+		l.pipes.refused = true
 		bulkPipes.Add(-1)
 		return
 	}
@@ -80,21 +90,41 @@ func (l *Link) bulkFlowing() {
 // bulkEnded is called when the link's last channel has ended, and when
 // the link closes (closing): its pipes go back to the default capacity and
 // free their place among the bulkPipeLinks. A pipe still holding more
-// than the default cannot shrink; it stays grown until the next call.
+// than the default cannot shrink yet; it is tried again every
+// shrinkRetry while no channel is open.
 func (l *Link) bulkEnded(closing bool) {
 	l.pipes.mu.Lock()
 	defer l.pipes.mu.Unlock()
+	l.pipes.refused = false
 	if closing {
 		l.pipes.closed = true
+		if l.pipes.retry != nil {
+			l.pipes.retry.Stop()
+		}
 	}
 	if !l.pipes.grown.Load() {
 		return
 	}
 	if !l.pipes.closed {
 		if err := l.conn.(PipeSizer).SetPipeSize(basePipeSize); err != nil {
+			// Bytes of the last channel still in a pipe (EBUSY):
+			// again shortly, unless a channel has opened since.
+			if l.pipes.retry == nil {
+				l.pipes.retry = time.AfterFunc(shrinkRetry, l.retryShrink)
+			} else {
+				l.pipes.retry.Reset(shrinkRetry)
+			}
 			return
 		}
 	}
 	l.pipes.grown.Store(false)
 	bulkPipes.Add(-1)
+}
+
+// retryShrink shrinks the pipes of a link whose last channel ended while
+// they still held its bytes, if no channel is open now.
+func (l *Link) retryShrink() {
+	if in, out := l.Channels(); in+out == 0 {
+		l.bulkEnded(false)
+	}
 }

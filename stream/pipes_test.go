@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/arbor-project/arbor/stream"
+	"github.com/arbor-project/arbor/stream/wire"
 	"golang.org/x/sys/unix"
 )
 
@@ -210,4 +211,59 @@ func TestPipesGrowWithinBudget(t *testing.T) {
 	if got := pp.size(t); got != 1<<20 {
 		t.Fatalf("after every link closed: pipes hold %d bytes, want 1048576", got)
 	}
+}
+
+// TestPipesShrinkAfterLastBytes: when the last channel ends while the
+// pipe still holds its bytes (the peer's read loop is busy), the pipes
+// cannot shrink at once; they do once the peer has read them, and the
+// link's place among the grown links is free again.
+func TestPipesShrinkAfterLastBytes(t *testing.T) {
+	cr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, cw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipes := &sizedPipes{r: pr, w: pw}
+	log, _ := newLogger(t)
+	ach := acceptAsync(&plainPipes{r: cr, w: cw}, config(log), 1)
+	parent, _, err := stream.Open(pipes, testHello, config(log))
+	a := await(t, ach, "Accept")
+	if err != nil || a.err != nil {
+		t.Fatalf("Open: %v; Accept: %v", err, a.err)
+	}
+	child := a.l
+	t.Cleanup(func() {
+		parent.Close()
+		child.Close()
+	})
+	start(parent)
+	busy := make(chan struct{})
+	child.Start(func(h wire.Header, _ []byte) {
+		if h.Handle == 999 {
+			<-busy // the read loop stops here
+		}
+	}, nil)
+	out, in := bulk(t, parent, child, 1<<20) // grown
+	in.Close()                               // the child's side ends first
+	if err := parent.Send(wire.Header{Dst: 7, Handle: 999}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// 512 KiB the child cannot read yet, then the parent's end: the last
+	// channel ends with the bytes still in the pipe.
+	if _, err := out.Write(bytes.Repeat([]byte("x"), 512<<10)); err != nil {
+		t.Fatal(err)
+	}
+	out.Close()
+	eventually(t, func() bool {
+		in, outN := parent.Channels()
+		return in+outN == 0
+	}, "the parent to see its last channel end")
+	if got := pipes.size(t); got != -1 && got != 1<<20 {
+		t.Fatalf("with 512 KiB unread: pipes hold %d bytes, want still grown", got)
+	}
+	close(busy)
+	eventually(t, func() bool { return pipes.size(t) == 64<<10 }, "pipes back to 64 KiB once the child read the last bytes")
 }

@@ -183,6 +183,11 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 			return total, err
 		}
 		n, werr := w.Write(p)
+		if n < 0 || n > len(p) {
+			n, werr = 0, errInvalidWrite
+		} else if n < len(p) && werr == nil {
+			werr = io.ErrShortWrite
+		}
 		total += int64(n)
 		s.recvLock.Lock()
 		s.recvBuf.consumed(n)
@@ -196,6 +201,10 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 		}
 	}
 }
+
+// errInvalidWrite is io's error for a writer that reports more written
+// than it was given. (Added by Arbor.)
+var errInvalidWrite = errors.New("invalid write result")
 
 // nextChunk waits as Read does for received bytes and returns the first
 // run of them that is contiguous in the receive buffer, left there for
