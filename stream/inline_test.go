@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"syscall"
 	"testing"
@@ -182,32 +181,15 @@ func (p *blockingPipes) PipeWriteConn() (syscall.RawConn, error) { return p.w.Sy
 // TestNoDirectWritesOnBlockingPipe: a connection whose pipe is in
 // blocking mode gets no direct writes; its frames still arrive.
 func TestNoDirectWritesOnBlockingPipe(t *testing.T) {
-	cr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pr, cw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	pr, pw, cr, cw := pipeEnds(t)
 	rc, err := pw.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
 	rc.Control(func(fd uintptr) { unix.SetNonblock(int(fd), false) })
-	log, _ := newLogger(t)
-	ach := acceptAsync(&plainPipes{r: cr, w: cw}, config(log), 1)
-	parent, _, err := stream.Open(&blockingPipes{sizedPipes{r: pr, w: pw}}, testHello, config(log))
-	a := await(t, ach, "Accept")
-	if err != nil || a.err != nil {
-		t.Fatalf("Open: %v; Accept: %v", err, a.err)
-	}
-	t.Cleanup(func() {
-		parent.Close()
-		a.l.Close()
-	})
+	parent, child := openLink(t, &blockingPipes{sizedPipes{r: pr, w: pw}}, &plainPipes{r: cr, w: cw})
 	start(parent)
-	ce := start(a.l)
+	ce := start(child)
 	h := wire.Header{Dst: 7, Handle: 1000}
 	if err := parent.SendWaitDirect(context.Background(), h, []byte("x")); err != nil {
 		t.Fatal(err)

@@ -71,22 +71,28 @@ func (p *plainPipes) Close() error {
 	return p.w.Close()
 }
 
-// sizedLink opens a link over two fresh kernel pipes whose parent end
-// may size them.
-func sizedLink(t *testing.T) (parent, child *stream.Link, pipes *sizedPipes) {
+// pipeEnds makes two kernel pipes: the parent reads pr and writes pw,
+// the child reads cr and writes cw.
+func pipeEnds(t *testing.T) (pr, pw, cr, cw *os.File) {
 	t.Helper()
 	cr, pw, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	pr, cw, err := os.Pipe()
+	pr, cw, err = os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	pipes = &sizedPipes{r: pr, w: pw}
+	return pr, pw, cr, cw
+}
+
+// openLink opens a link over pconn (the parent's end) and cconn, neither
+// end started; both close when the test ends.
+func openLink(t *testing.T, pconn, cconn io.ReadWriteCloser) (parent, child *stream.Link) {
+	t.Helper()
 	log, _ := newLogger(t)
-	ach := acceptAsync(&plainPipes{r: cr, w: cw}, config(log), 1)
-	parent, _, err = stream.Open(pipes, testHello, config(log))
+	ach := acceptAsync(cconn, config(log), 1)
+	parent, _, err := stream.Open(pconn, testHello, config(log))
 	a := await(t, ach, "Accept")
 	if err != nil || a.err != nil {
 		t.Fatalf("Open: %v; Accept: %v", err, a.err)
@@ -95,9 +101,19 @@ func sizedLink(t *testing.T) (parent, child *stream.Link, pipes *sizedPipes) {
 		parent.Close()
 		a.l.Close()
 	})
+	return parent, a.l
+}
+
+// sizedLink opens and starts a link over two fresh kernel pipes whose
+// parent end may size them.
+func sizedLink(t *testing.T) (parent, child *stream.Link, pipes *sizedPipes) {
+	t.Helper()
+	pr, pw, cr, cw := pipeEnds(t)
+	pipes = &sizedPipes{r: pr, w: pw}
+	parent, child = openLink(t, pipes, &plainPipes{r: cr, w: cw})
 	start(parent)
-	start(a.l)
-	return parent, a.l, pipes
+	start(child)
+	return parent, child, pipes
 }
 
 // bulk opens a channel from the parent, moves n bytes down it and
@@ -218,27 +234,9 @@ func TestPipesGrowWithinBudget(t *testing.T) {
 // cannot shrink at once; they do once the peer has read them, and the
 // link's place among the grown links is free again.
 func TestPipesShrinkAfterLastBytes(t *testing.T) {
-	cr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pr, cw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	pr, pw, cr, cw := pipeEnds(t)
 	pipes := &sizedPipes{r: pr, w: pw}
-	log, _ := newLogger(t)
-	ach := acceptAsync(&plainPipes{r: cr, w: cw}, config(log), 1)
-	parent, _, err := stream.Open(pipes, testHello, config(log))
-	a := await(t, ach, "Accept")
-	if err != nil || a.err != nil {
-		t.Fatalf("Open: %v; Accept: %v", err, a.err)
-	}
-	child := a.l
-	t.Cleanup(func() {
-		parent.Close()
-		child.Close()
-	})
+	parent, child := openLink(t, pipes, &plainPipes{r: cr, w: cw})
 	start(parent)
 	busy := make(chan struct{})
 	child.Start(func(h wire.Header, _ []byte) {
