@@ -117,16 +117,34 @@ func (s *Server) register(reg *funcs.Registry) {
 }
 
 // tellWatchersStopping sends every watcher the stopping event, as control
-// on its link: it goes out before the SHUTDOWN that the root's closing
-// sends the same client, so the watch knows its end was asked for.
+// on its link, and waits (at most stoppingFlush) until it has been written:
+// the tree goes down next and closes the clients' links, and an event
+// still queued then would be lost (seen under load when the tree had no
+// children left to wait for).
 func (s *Server) tellWatchersStopping() {
 	s.watchMu.Lock()
-	defer s.watchMu.Unlock()
 	s.stopping = true
+	clients := make(map[uint32]bool)
 	for w := range s.watchers {
 		s.tellStopping(w)
+		clients[w.client] = true
 	}
+	s.watchMu.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range s.root.Router.Children() {
+		if clients[p.PeerID] {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_ = p.Link.Flush(stoppingFlush)
+			}()
+		}
+	}
+	wg.Wait()
 }
+
+// stoppingFlush bounds the wait for the stopping events to go out.
+const stoppingFlush = 2 * time.Second
 
 // tellStopping sends watcher w the stopping event.
 func (s *Server) tellStopping(w watcher) {
