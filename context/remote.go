@@ -190,7 +190,15 @@ func (c *PendingCall) Wait(out any) error {
 		return wrap(err, "reply to %s from node %d (%s)", c.fn, c.rm.id, c.rm.name)
 	}
 	if rep.Error != nil {
-		return funcs.FromWire(rep.Error)
+		// The router checked that the answer came from the node called:
+		// the error names that node and the function from what this side
+		// knows, not from what the node says about itself.
+		re := funcs.FromWire(rep.Error)
+		re.NodeID, re.Fn = c.rm.id, c.fn
+		if c.rm.name != "" {
+			re.Node = c.rm.name
+		}
+		return re
 	}
 	if out == nil || len(rep.Result) == 0 {
 		return nil

@@ -199,3 +199,27 @@ func TestNoDirectWritesOnBlockingPipe(t *testing.T) {
 		t.Fatalf("%d frames written directly to a blocking pipe", n)
 	}
 }
+
+// TestDirectWriteHappensBefore: what a sender wrote before a direct send
+// is seen by the peer's handler as happening before it, for the race
+// detector too (which knows of os.File's reads and writes, and must know
+// of a direct write): run with -race, this fails if the direct write is
+// invisible to it.
+func TestDirectWriteHappensBefore(t *testing.T) {
+	log, _ := newLogger(t)
+	parent, child, _, _ := linkPair(t, osPipe, testHello, config(log), config(log))
+	start(parent)
+	shared := 0
+	seen := make(chan int, 1)
+	child.Start(func(wire.Header, []byte) { seen <- shared }, nil)
+	shared = 42
+	if err := parent.SendWaitDirect(context.Background(), wire.Header{Dst: 7, Handle: 1000}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := await(t, seen, "frame"); got != 42 {
+		t.Fatalf("handler saw %d", got)
+	}
+	if parent.DirectFrames() != 1 {
+		t.Fatalf("%d frames written directly, want 1", parent.DirectFrames())
+	}
+}
