@@ -96,25 +96,9 @@ func (s *Stream) Read(b []byte) (n int, err error) {
 START:
 
 	// If the stream is closed and there's no data buffered, return EOF
-	s.stateLock.Lock()
-	switch s.state {
-	case streamLocalClose:
-		// LocalClose only prohibits further local writes. Handle reads normally.
-	case streamRemoteClose:
-		fallthrough
-	case streamClosed:
-		s.recvLock.Lock()
-		if s.recvBuf.Len() == 0 {
-			s.recvLock.Unlock()
-			s.stateLock.Unlock()
-			return 0, io.EOF
-		}
-		s.recvLock.Unlock()
-	case streamReset:
-		s.stateLock.Unlock()
-		return 0, ErrConnectionReset
+	if err := s.readEnd(); err != nil {
+		return 0, err
 	}
-	s.stateLock.Unlock()
 
 	// If there is no data available, block
 	s.recvLock.Lock()
@@ -139,6 +123,27 @@ WAIT:
 		return 0, err
 	}
 	goto START
+}
+
+// readEnd is why the stream has nothing more to read: io.EOF once it is
+// closed with nothing buffered, ErrConnectionReset once reset; nil
+// otherwise. (Arbor: Read's check, shared with WriteTo.)
+func (s *Stream) readEnd() error {
+	s.stateLock.Lock()
+	defer s.stateLock.Unlock()
+	switch s.state {
+	case streamLocalClose:
+		// LocalClose only prohibits further local writes. Handle reads normally.
+	case streamRemoteClose, streamClosed:
+		s.recvLock.Lock()
+		defer s.recvLock.Unlock()
+		if s.recvBuf.Len() == 0 {
+			return io.EOF
+		}
+	case streamReset:
+		return ErrConnectionReset
+	}
+	return nil
 }
 
 // waitRecv waits for bytes to arrive, the stream's state to change or the
@@ -211,21 +216,9 @@ var errInvalidWrite = errors.New("invalid write result")
 // consumed. (Added by Arbor.)
 func (s *Stream) nextChunk() ([]byte, error) {
 	for {
-		s.stateLock.Lock()
-		switch s.state {
-		case streamRemoteClose, streamClosed:
-			s.recvLock.Lock()
-			if s.recvBuf.Len() == 0 {
-				s.recvLock.Unlock()
-				s.stateLock.Unlock()
-				return nil, io.EOF
-			}
-			s.recvLock.Unlock()
-		case streamReset:
-			s.stateLock.Unlock()
-			return nil, ErrConnectionReset
+		if err := s.readEnd(); err != nil {
+			return nil, err
 		}
-		s.stateLock.Unlock()
 		s.recvLock.Lock()
 		p := s.recvBuf.take()
 		s.recvLock.Unlock()
